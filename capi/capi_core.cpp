@@ -1,0 +1,109 @@
+// msa.h: library-level functions (version, status names, last error, logging).
+#include <cstdio>
+#include <mutex>
+
+#include "capi_internal.h"
+#include "core/log.h"
+
+static_assert(MSA_OK == static_cast<int>(msa::StatusCode::kOk), "status codes must agree");
+static_assert(MSA_ERR_INVALID_ARGUMENT == static_cast<int>(msa::StatusCode::kInvalidArgument), "");
+static_assert(MSA_ERR_IO == static_cast<int>(msa::StatusCode::kIo), "");
+static_assert(MSA_ERR_TRUNCATED == static_cast<int>(msa::StatusCode::kTruncated), "");
+static_assert(MSA_ERR_BAD_HEADER == static_cast<int>(msa::StatusCode::kBadHeader), "");
+static_assert(MSA_ERR_TENSOR_OVERLAP == static_cast<int>(msa::StatusCode::kTensorOverlap), "");
+static_assert(MSA_ERR_DTYPE == static_cast<int>(msa::StatusCode::kDtype), "");
+static_assert(MSA_ERR_MISSING_TENSOR == static_cast<int>(msa::StatusCode::kMissingTensor), "");
+static_assert(MSA_ERR_UNEXPECTED_TENSOR == static_cast<int>(msa::StatusCode::kUnexpectedTensor), "");
+static_assert(MSA_ERR_SHAPE == static_cast<int>(msa::StatusCode::kShape), "");
+static_assert(MSA_ERR_CONFIG == static_cast<int>(msa::StatusCode::kConfig), "");
+static_assert(MSA_ERR_UNSUPPORTED == static_cast<int>(msa::StatusCode::kUnsupported), "");
+static_assert(MSA_ERR_OUT_OF_MEMORY == static_cast<int>(msa::StatusCode::kOutOfMemory), "");
+static_assert(MSA_ERR_BUFFER_TOO_SMALL == static_cast<int>(msa::StatusCode::kBufferTooSmall), "");
+static_assert(MSA_ERR_CANCELLED == static_cast<int>(msa::StatusCode::kCancelled), "");
+static_assert(MSA_ERR_TOKENIZER == static_cast<int>(msa::StatusCode::kTokenizer), "");
+static_assert(MSA_ERR_CORRUPT == static_cast<int>(msa::StatusCode::kCorrupt), "");
+static_assert(MSA_ERR_CONTEXT_OVERFLOW == static_cast<int>(msa::StatusCode::kContextOverflow), "");
+static_assert(MSA_ERR_INVALID_UTF8 == static_cast<int>(msa::StatusCode::kInvalidUtf8), "");
+static_assert(MSA_ERR_INTERNAL == static_cast<int>(msa::StatusCode::kInternal), "");
+static_assert(MSA_ERR_NO_DEVICE == static_cast<int>(msa::StatusCode::kNoDevice), "");
+
+namespace msa::capi {
+
+namespace {
+thread_local std::string tls_last_error;
+}
+
+void set_last_error(const std::string& message) { tls_last_error = message; }
+const char* last_error_cstr() { return tls_last_error.c_str(); }
+void clear_last_error() { tls_last_error.clear(); }
+
+msa_status fail(const Status& s) {
+  tls_last_error = s.message();
+  return static_cast<msa_status>(static_cast<int>(s.code()));
+}
+
+msa_status fail(msa_status code, const std::string& message) {
+  tls_last_error = message;
+  return code;
+}
+
+}  // namespace msa::capi
+
+namespace {
+struct LogTarget {
+  std::mutex mu;
+  msa_log_callback cb = nullptr;
+  void* user = nullptr;
+};
+void log_trampoline(msa::LogLevel level, const char* message, void* user) {
+  auto* t = static_cast<LogTarget*>(user);
+  msa_log_callback cb;
+  void* ud;
+  {
+    std::lock_guard<std::mutex> lk(t->mu);
+    cb = t->cb;
+    ud = t->user;
+  }
+  if (cb) cb(static_cast<msa_log_level>(static_cast<int>(level)), message, ud);
+}
+}  // namespace
+
+#define MSA_STR2(x) #x
+#define MSA_STR(x) MSA_STR2(x)
+
+extern "C" {
+
+MSA_API const char* msa_version(void) {
+  return MSA_STR(MSA_VERSION_MAJOR) "." MSA_STR(MSA_VERSION_MINOR) "." MSA_STR(MSA_VERSION_PATCH);
+}
+
+MSA_API uint32_t msa_version_number(void) {
+  return MSA_VERSION_MAJOR * 10000u + MSA_VERSION_MINOR * 100u + MSA_VERSION_PATCH;
+}
+
+MSA_API const char* msa_status_string(msa_status status) {
+  return msa::status_code_name(static_cast<msa::StatusCode>(static_cast<int>(status)));
+}
+
+MSA_API const char* msa_last_error(void) { return msa::capi::last_error_cstr(); }
+
+MSA_API void msa_log_set(msa_log_callback callback, void* user_data, msa_log_level min_level) {
+  int lvl = static_cast<int>(min_level);
+  if (lvl < 0) lvl = 0;
+  if (lvl > 3) lvl = 3;
+  msa::set_log_level(static_cast<msa::LogLevel>(lvl));
+  if (!callback) {
+    msa::set_log_callback(nullptr, nullptr);
+    return;
+  }
+  // The C callback and its user data travel together through the hook's user pointer.
+  static LogTarget target;
+  {
+    std::lock_guard<std::mutex> lk(target.mu);
+    target.cb = callback;
+    target.user = user_data;
+  }
+  msa::set_log_callback(&log_trampoline, &target);
+}
+
+}  // extern "C"

@@ -1,0 +1,56 @@
+// Helpers shared by the capi/*.cpp files: thread-local last error, Status -> msa_status translation, and
+// the exception firewall every exported function runs its body inside.
+#pragma once
+
+#include <new>
+#include <string>
+
+#include "core/status.h"
+#include "msa/msa.h"
+
+namespace msa::capi {
+
+void set_last_error(const std::string& message);
+void clear_last_error();
+const char* last_error_cstr();
+
+// Records the message and returns the C code.
+msa_status fail(const Status& s);
+msa_status fail(msa_status code, const std::string& message);
+
+inline msa_status to_c(const Status& s) {
+  if (s.ok()) {
+    clear_last_error();
+    return MSA_OK;
+  }
+  return fail(s);
+}
+
+// Runs `body` (returning msa_status); converts any escaping exception to an error code.
+template <typename F>
+msa_status guarded(const char* fn_name, F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return fail(MSA_ERR_OUT_OF_MEMORY, std::string(fn_name) + ": out of memory");
+  } catch (const std::exception& e) {
+    return fail(MSA_ERR_INTERNAL, std::string(fn_name) + ": internal error: " + e.what());
+  } catch (...) {
+    return fail(MSA_ERR_INTERNAL, std::string(fn_name) + ": internal error (unknown exception)");
+  }
+}
+
+// Copies `src` into a fixed-size char array field, always NUL-terminated.
+template <size_t N>
+void copy_cstr(char (&dst)[N], const std::string& src) {
+  size_t n = src.size() < N - 1 ? src.size() : N - 1;
+  for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  dst[n] = '\0';
+}
+
+}  // namespace msa::capi
+
+#define MSA_CHECK_ARG(cond, fn, what)                                                        \
+  do {                                                                                       \
+    if (!(cond)) return ::msa::capi::fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + (what)); \
+  } while (0)

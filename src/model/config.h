@@ -1,0 +1,77 @@
+// ModelConfig: the validated contents of a checkpoint's config.json (Qwen3 fields + the MSA `msa_config`
+// block, spec §1.1) and of generation_config.json when present.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace msa {
+
+enum class HeadReduce { kMean, kMax };
+enum class QueryReduce { kMax, kMean, kLast };
+enum class ChunkReduce { kMax, kMean };
+
+struct MsaConfig {
+  bool present = false;                 // false for a plain Qwen3 checkpoint (no routing possible)
+  std::string router_layer_idx = "all";  // as written in the file
+  std::vector<int> router_layers;        // parsed, ascending, unique
+  int pooling_kernel_size = 64;
+  bool decouple_router = false;
+  std::string aux_loss_method = "INFONCE";
+  HeadReduce head_reduce = HeadReduce::kMax;
+  QueryReduce query_reduce = QueryReduce::kMax;
+  ChunkReduce chunk_reduce = ChunkReduce::kMax;
+  int top_k_docs = 2;  // training-only; inference k is a runtime parameter (spec Q#1)
+
+  // Spec §4.4/§5.1 (Q#2): normalisation happens only when aux_loss_method == "INFONCE" exactly.
+  bool normalize_routing() const { return aux_loss_method == "INFONCE"; }
+  // Scale 128^-0.5 applied to router queries unless (INFONCE && decouple_router).
+  bool scale_routing() const { return !(normalize_routing() && decouple_router); }
+};
+
+struct GenerationDefaults {
+  bool present = false;
+  bool do_sample = false;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;
+  std::vector<int32_t> eos_token_ids;  // from generation_config.json, else config.json eos_token_id
+  int32_t pad_token_id = -1;
+};
+
+struct ModelConfig {
+  std::string model_type;  // "qwen3" or "msa"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 0;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;
+  std::string torch_dtype = "bfloat16";
+  std::string hidden_act = "silu";
+  int32_t bos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;
+  MsaConfig msa;
+  GenerationDefaults generation;
+
+  bool is_router_layer(int layer) const;
+};
+
+// Parses and validates config.json text. `path` is used in messages only. Errors: kConfig (malformed JSON,
+// missing/ill-typed field, inconsistent values such as heads % kv_heads != 0), kUnsupported (rope_scaling
+// of a kind we do not implement, hidden_act other than silu, attention_bias true, sliding window on).
+Status parse_model_config(const std::string& json_text, const std::string& path, ModelConfig* out);
+
+// Reads <dir>/config.json and, when present, <dir>/generation_config.json.
+Status load_model_config(const std::string& dir, ModelConfig* out);
+
+}  // namespace msa

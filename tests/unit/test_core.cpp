@@ -1,0 +1,115 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+#include "core/file_map.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+
+using namespace msa;
+
+TEST_CASE("Status carries code and message", "[core]") {
+  Status ok;
+  REQUIRE(ok.ok());
+  Status s = Error(StatusCode::kIo, "file ", 42, " missing");
+  REQUIRE_FALSE(s.ok());
+  REQUIRE(s.code() == StatusCode::kIo);
+  REQUIRE(s.message() == "file 42 missing");
+  REQUIRE(s.to_string() == "MSA_ERR_IO: file 42 missing");
+}
+
+TEST_CASE("bf16 conversion rounds to nearest even", "[core]") {
+  REQUIRE(f32_to_bf16(1.0f) == 0x3f80);
+  REQUIRE(bf16_to_f32(0x3f80) == 1.0f);
+  // 1 + 2^-8 is exactly between 1 and 1 + 2^-7: ties to even (1.0).
+  REQUIRE(f32_to_bf16(1.00390625f) == 0x3f80);
+  // 1 + 3*2^-8 ties up to 1 + 2^-6 (even mantissa).
+  REQUIRE(f32_to_bf16(1.01171875f) == 0x3f82);
+  REQUIRE(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+  REQUIRE(f32_to_bf16(-2.5f) == 0xc020);
+}
+
+TEST_CASE("f16 conversion round trips every half value", "[core]") {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    uint16_t v = static_cast<uint16_t>(h);
+    float f = f16_to_f32(v);
+    if (std::isnan(f)) continue;
+    REQUIRE(f32_to_f16(f) == v);
+  }
+  REQUIRE(f16_to_f32(0x3c00) == 1.0f);
+  REQUIRE(f16_to_f32(0x0001) == std::ldexp(1.0f, -24));
+  REQUIRE(f32_to_f16(70000.0f) == 0x7c00);
+  REQUIRE(f32_to_f16(1.0f + std::ldexp(1.0f, -11)) == 0x3c00);  // tie to even
+}
+
+TEST_CASE("AlignedBuffer is aligned and zeroed", "[core]") {
+  AlignedBuffer b(1000);
+  REQUIRE(reinterpret_cast<uintptr_t>(b.data()) % 64 == 0);
+  for (size_t i = 0; i < b.size(); ++i) REQUIRE(b.data()[i] == 0);
+  AlignedBuffer c = std::move(b);
+  REQUIRE(c.size() == 1000);
+  REQUIRE(b.data() == nullptr);
+}
+
+TEST_CASE("MappedFile maps a file and reports missing ones", "[core]") {
+  std::string path = "core_test_map.bin";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "hello";
+  }
+  MappedFile m;
+  REQUIRE(MappedFile::open(path, &m).ok());
+  REQUIRE(m.size() == 5);
+  REQUIRE(std::string(reinterpret_cast<const char*>(m.data()), 5) == "hello");
+  MappedFile missing;
+  Status s = MappedFile::open("does/not/exist.bin", &missing);
+  REQUIRE(s.code() == StatusCode::kIo);
+  REQUIRE(s.message().find("does/not/exist.bin") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("ThreadPool covers every index exactly once", "[core]") {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(10007);
+  pool.parallel_for(10007, 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+  });
+  for (auto& h : hits) REQUIRE(h.load() == 1);
+  // nested calls run inline instead of deadlocking
+  std::atomic<int> total{0};
+  pool.parallel_for(8, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) pool.parallel_for(4, 1, [&](int64_t b2, int64_t e2) { total += static_cast<int>(e2 - b2); });
+  });
+  REQUIRE(total.load() == 32);
+}
+
+namespace {
+struct Captured {
+  int count = 0;
+  std::string last;
+};
+void capture(LogLevel, const char* msg, void* user) {
+  auto* c = static_cast<Captured*>(user);
+  c->count++;
+  c->last = msg;
+}
+}  // namespace
+
+TEST_CASE("log hook receives messages at or above the level", "[core]") {
+  Captured c;
+  set_log_callback(capture, &c);
+  set_log_level(LogLevel::kInfo);
+  log(LogLevel::kDebug, "hidden");
+  log(LogLevel::kInfo, "shown ", 1);
+  set_log_callback(nullptr, nullptr);
+  set_log_level(LogLevel::kWarn);
+  REQUIRE(c.count == 1);
+  REQUIRE(c.last == "shown 1");
+}
