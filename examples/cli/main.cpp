@@ -1,26 +1,48 @@
-// msa — command line front end of libmsa. Uses only the public C API.
+// msa — command line front end of libmsa. Uses only the public C API (include/msa/msa.h).
 #include <cstdio>
 #include <cstring>
 #include <string>
 
+#include "commands.h"
 #include "msa/msa.h"
 
 namespace {
-int usage() {
-  std::fprintf(stderr,
-               "usage: msa <command> [options]\n"
-               "commands:\n"
-               "  version                          print the library version\n");
-  return 2;
+
+struct Command {
+  const char* name;
+  int (*fn)(int, char**);
+  const char* help;
+};
+
+const Command kCommands[] = {
+    {"info", cmd_info, "info --model DIR                       print the configuration and parameter count"},
+    {"logits", cmd_logits, "logits --model DIR --tokens 1,2,3       top-5 logits of the last position"},
+    {"init-model", cmd_init_model,
+     "init-model --preset tiny|msa-4b-shape --seed N --tokenizer DIR --out DIR   write a random checkpoint"},
+    {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE               JSON Lines strings on stdin -> id arrays"},
+    {"detokenize", cmd_detokenize, "detokenize --tokenizer FILE             JSON Lines id arrays on stdin -> strings"},
+};
+
+int usage(FILE* out) {
+  std::fprintf(out, "msa %s — Memory Sparse Attention inference\nusage: msa <command> [options]\n\ncommands:\n",
+               msa_version());
+  for (const Command& c : kCommands) std::fprintf(out, "  %s\n", c.help);
+  std::fprintf(out, "  version                                 print the library version\n");
+  return out == stderr ? 2 : 0;
 }
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
+  if (argc < 2) return usage(stderr);
   std::string cmd = argv[1];
-  if (cmd == "version") {
+  if (cmd == "version" || cmd == "--version") {
     std::printf("%s\n", msa_version());
     return 0;
   }
-  return usage();
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") return usage(stdout);
+  for (const Command& c : kCommands)
+    if (cmd == c.name) return c.fn(argc - 1, argv + 1);
+  std::fprintf(stderr, "msa: unknown command '%s'\n", cmd.c_str());
+  return usage(stderr);
 }

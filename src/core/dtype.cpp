@@ -10,6 +10,8 @@ const char* dtype_name(DType t) {
     case DType::kBF16: return "BF16";
     case DType::kF16: return "F16";
     case DType::kI8: return "I8";
+    case DType::kI32: return "I32";
+    case DType::kI64: return "I64";
   }
   return "?";
 }
@@ -74,6 +76,16 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
     }
     case DType::kI8: {
       const int8_t* s = static_cast<const int8_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kI32: {
+      const int32_t* s = static_cast<const int32_t*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+      return;
+    }
+    case DType::kI64: {
+      const int64_t* s = static_cast<const int64_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
       return;
     }

@@ -7,7 +7,8 @@
 
 namespace msa {
 
-enum class DType : int { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3 };
+// kI32/kI64 exist for non-weight data (token ids in golden files); weights are F32/BF16/F16 (I8 later).
+enum class DType : int { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3, kI32 = 4, kI64 = 5 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
@@ -15,6 +16,8 @@ inline size_t dtype_size(DType t) {
     case DType::kBF16: return 2;
     case DType::kF16: return 2;
     case DType::kI8: return 1;
+    case DType::kI32: return 4;
+    case DType::kI64: return 8;
   }
   return 0;
 }

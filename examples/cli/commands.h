@@ -1,0 +1,8 @@
+// One function per `msa` subcommand; each lives in its own cmd_*.cpp file. argv[0] is the subcommand name.
+#pragma once
+
+int cmd_info(int argc, char** argv);
+int cmd_logits(int argc, char** argv);
+int cmd_init_model(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_detokenize(int argc, char** argv);
