@@ -152,6 +152,19 @@ MSA_API msa_status msa_model_info(const msa_model *model, msa_model_desc *info);
 MSA_API msa_status msa_model_logits(const msa_model *model, const int32_t *tokens, int32_t n_tokens,
                                     float *out_logits, int64_t cap);
 
+/* ---------------------------------------------------------------- random checkpoints */
+
+/* Writes a checkpoint with random weights in the exact MSA-4B layout into `out_dir` (created if needed):
+ * config.json (model_type "msa", full msa_config block), generation_config.json, model.safetensors (bf16)
+ * and, when `tokenizer_dir` is not NULL, copies of its tokenizer.json and tokenizer_config.json.
+ * `preset`: "tiny" (4 layers, hidden 128, the full 151,936-token Qwen3 vocabulary; ~20 M parameters) or
+ * "msa-4b-shape" (the real MSA-4B shapes, ~4.3 B parameters, 8.5 GB: for benchmarks). The same seed gives
+ * the same bytes on every machine and thread count. Errors: MSA_ERR_INVALID_ARGUMENT (NULL out_dir or
+ * preset, unknown preset), MSA_ERR_TOKENIZER (tokenizer files missing), MSA_ERR_IO. Thread-safe (distinct
+ * output directories). */
+MSA_API msa_status msa_checkpoint_init(const char *preset, uint64_t seed, const char *tokenizer_dir,
+                                       const char *out_dir);
+
 #ifdef __cplusplus
 }
 #endif

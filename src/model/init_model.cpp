@@ -1,0 +1,258 @@
+#include "model/init_model.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+
+namespace msa {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Shape {
+  int64_t vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, max_pos, pool;
+  double rope_theta;
+  std::string router_layers;
+};
+
+Shape preset_shape(const std::string& preset, bool* ok) {
+  *ok = true;
+  if (preset == "tiny") return {151936, 128, 384, 4, 4, 2, 32, 262144, 64, 5000000.0, "2,3"};
+  if (preset == "msa-4b-shape") {
+    std::string layers;
+    for (int i = 18; i < 36; ++i) layers += (i > 18 ? "," : "") + std::to_string(i);
+    return {151936, 2560, 9728, 36, 32, 8, 128, 262144, 64, 5000000.0, layers};
+  }
+  *ok = false;
+  return {};
+}
+
+json make_config(const Shape& s) {
+  json msa_config = {
+      {"router_layer_idx", s.router_layers}, {"top_k_docs", 16}, {"pooling_kernel_size", s.pool},
+      {"decouple_router", true}, {"aux_loss_method", "INFONCE_DECOUPLE"}, {"head_reduce_method", "mean"},
+      {"query_reduce_method", "max"}, {"chunk_reduce_method", "max"}, {"aux_loss", false},
+      {"lmloss_weigth", 1.0}, {"auxloss_weight", 0.1}, {"recloss_weight", 0.0}, {"ansloss_weight", 1.0},
+      {"rewrite_position", true}, {"infonce_loss_temp", 0.1}, {"decouple_pooling_mode", "mean"}};
+  return json{{"architectures", {"MSAForCausalLM"}},
+              {"model_type", "msa"},
+              {"attention_bias", false},
+              {"attention_dropout", 0.0},
+              {"bos_token_id", 151643},
+              {"eos_token_id", 151645},
+              {"head_dim", s.head_dim},
+              {"hidden_act", "silu"},
+              {"hidden_size", s.hidden},
+              {"initializer_range", 0.02},
+              {"intermediate_size", s.intermediate},
+              {"max_position_embeddings", s.max_pos},
+              {"max_window_layers", s.layers},
+              {"num_attention_heads", s.heads},
+              {"num_hidden_layers", s.layers},
+              {"num_key_value_heads", s.kv_heads},
+              {"rms_norm_eps", 1e-6},
+              {"rope_scaling", nullptr},
+              {"rope_theta", s.rope_theta},
+              {"sliding_window", nullptr},
+              {"use_sliding_window", false},
+              {"tie_word_embeddings", true},
+              {"torch_dtype", "bfloat16"},
+              {"use_cache", true},
+              {"vocab_size", s.vocab},
+              {"msa_config", msa_config}};
+}
+
+json make_generation_config() {
+  return json{{"bos_token_id", 151643}, {"do_sample", true},          {"eos_token_id", {151645, 151643}},
+              {"pad_token_id", 151643}, {"temperature", 0.7},         {"top_k", 20},
+              {"top_p", 0.8},           {"transformers_version", "4.51.3"}};
+}
+
+// How a tensor's values are drawn: normal(mean, std), rounded to bf16.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  float mean;
+  float std;
+};
+
+std::vector<TensorSpec> tensor_specs(const Shape& s) {
+  std::vector<TensorSpec> t;
+  const float h = static_cast<float>(s.hidden);
+  const float qd = static_cast<float>(s.heads * s.head_dim);
+  const float inter = static_cast<float>(s.intermediate);
+  t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, 0.0f, 1.0f});
+  std::vector<int> router(static_cast<size_t>(s.layers), 0);
+  {
+    std::string r = s.router_layers;
+    size_t pos = 0;
+    while (pos < r.size()) {
+      size_t comma = r.find(',', pos);
+      if (comma == std::string::npos) comma = r.size();
+      router[static_cast<size_t>(std::stoi(r.substr(pos, comma - pos)))] = 1;
+      pos = comma + 1;
+    }
+  }
+  for (int64_t i = 0; i < s.layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    t.push_back({p + "input_layernorm.weight", {s.hidden}, 1.0f, 0.1f});
+    t.push_back({p + "self_attn.q_proj.weight", {s.heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
+    t.push_back({p + "self_attn.k_proj.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
+    t.push_back({p + "self_attn.v_proj.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
+    t.push_back({p + "self_attn.o_proj.weight", {s.hidden, s.heads * s.head_dim}, 0.0f, 1.0f / std::sqrt(qd)});
+    t.push_back({p + "self_attn.q_norm.weight", {s.head_dim}, 1.0f, 0.1f});
+    t.push_back({p + "self_attn.k_norm.weight", {s.head_dim}, 1.0f, 0.1f});
+    if (router[static_cast<size_t>(i)]) {
+      t.push_back({p + "self_attn.router_q_proj.0.weight", {s.heads * s.head_dim, s.hidden}, 0.0f,
+                   1.0f / std::sqrt(h)});
+      t.push_back({p + "self_attn.router_k_proj.0.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f,
+                   1.0f / std::sqrt(h)});
+    }
+    t.push_back({p + "post_attention_layernorm.weight", {s.hidden}, 1.0f, 0.1f});
+    t.push_back({p + "mlp.gate_proj.weight", {s.intermediate, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
+    t.push_back({p + "mlp.up_proj.weight", {s.intermediate, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
+    t.push_back({p + "mlp.down_proj.weight", {s.hidden, s.intermediate}, 0.0f, 1.0f / std::sqrt(inter)});
+  }
+  t.push_back({"model.norm.weight", {s.hidden}, 1.0f, 0.1f});
+  t.push_back({"temperature", {}, 0.1f, 0.0f});  // InfoNCE temperature scalar (unused at inference)
+  return t;
+}
+
+// splitmix64: seeds an independent stream per (seed, tensor, block), so the output does not depend on the
+// number of threads.
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void fill_normal_bf16(uint16_t* out, int64_t n, float mean, float std, uint64_t stream_seed) {
+  uint64_t state = stream_seed;
+  for (int64_t i = 0; i < n; i += 2) {
+    // Box-Muller on two uniforms in (0, 1].
+    double u1 = (static_cast<double>(splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = static_cast<double>(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+    double r = std::sqrt(-2.0 * std::log(u1));
+    double z0 = r * std::cos(2.0 * M_PI * u2), z1 = r * std::sin(2.0 * M_PI * u2);
+    out[i] = f32_to_bf16(mean + std * static_cast<float>(z0));
+    if (i + 1 < n) out[i + 1] = f32_to_bf16(mean + std * static_cast<float>(z1));
+  }
+}
+
+Status write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Error(StatusCode::kIo, path, ": write failed: ", std::strerror(errno));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Streams the safetensors file tensor by tensor (the msa-4b-shape preset is 8.5 GB: never all in memory).
+Status write_random_safetensors(const std::string& path, const std::vector<TensorSpec>& specs, uint64_t seed) {
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const TensorSpec& t : specs) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    uint64_t bytes = static_cast<uint64_t>(n) * 2;
+    header[t.name] = json{{"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  header["__metadata__"] = json{{"format", "pt"}, {"generator", "msa init-model"}};
+  std::string h = header.dump();
+  while (h.size() % 8) h.push_back(' ');
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Error(StatusCode::kIo, tmp, ": cannot create: ", std::strerror(errno));
+  uint8_t len[8];
+  uint64_t hl = h.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(hl >> (8 * i));
+  Status st = write_all(fd, len, 8, tmp);
+  if (st.ok()) st = write_all(fd, h.data(), h.size(), tmp);
+  std::vector<uint16_t> buf;
+  constexpr int64_t kBlock = 1 << 16;
+  for (size_t ti = 0; ti < specs.size() && st.ok(); ++ti) {
+    const TensorSpec& t = specs[ti];
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    buf.assign(static_cast<size_t>(n), 0);
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+    ThreadPool::global().parallel_for(blocks, 4, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        uint64_t s = seed * 0x100000001b3ull ^ (static_cast<uint64_t>(ti) << 40) ^ static_cast<uint64_t>(b);
+        uint64_t stream = splitmix64(s);
+        int64_t begin = b * kBlock, len_b = std::min(kBlock, n - begin);
+        fill_normal_bf16(buf.data() + begin, len_b, t.mean, t.std, stream);
+      }
+    });
+    st = write_all(fd, buf.data(), buf.size() * 2, tmp);
+  }
+  if (st.ok() && ::fsync(fd) != 0) st = Error(StatusCode::kIo, tmp, ": fsync failed: ", std::strerror(errno));
+  ::close(fd);
+  if (st.ok() && std::rename(tmp.c_str(), path.c_str()) != 0)
+    st = Error(StatusCode::kIo, path, ": rename failed: ", std::strerror(errno));
+  if (!st.ok()) std::remove(tmp.c_str());
+  return st;
+}
+
+Status write_text(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return Error(StatusCode::kIo, path, ": cannot create: ", std::strerror(errno));
+  f << text;
+  f.close();
+  if (!f) return Error(StatusCode::kIo, path, ": write failed");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status init_model(const InitModelOptions& o) {
+  bool ok = false;
+  Shape s = preset_shape(o.preset, &ok);
+  if (!ok) return Error(StatusCode::kInvalidArgument, "init-model: unknown preset '", o.preset,
+                        "' (expected tiny or msa-4b-shape)");
+  if (o.out_dir.empty()) return Error(StatusCode::kInvalidArgument, "init-model: empty output directory");
+  std::error_code ec;
+  if (!o.tokenizer_dir.empty()) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      if (!fs::is_regular_file(fs::path(o.tokenizer_dir) / f, ec))
+        return Error(StatusCode::kTokenizer, (fs::path(o.tokenizer_dir) / f).string(), ": not found");
+    }
+  }
+  fs::create_directories(o.out_dir, ec);
+  if (ec) return Error(StatusCode::kIo, o.out_dir, ": cannot create directory: ", ec.message());
+  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "config.json").string(), make_config(s).dump(2) + "\n"));
+  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "generation_config.json").string(),
+                                 make_generation_config().dump(2) + "\n"));
+  if (!o.tokenizer_dir.empty()) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      fs::copy_file(fs::path(o.tokenizer_dir) / f, fs::path(o.out_dir) / f, fs::copy_options::overwrite_existing,
+                    ec);
+      if (ec) return Error(StatusCode::kIo, (fs::path(o.out_dir) / f).string(), ": cannot copy: ", ec.message());
+    }
+  }
+  return write_random_safetensors((fs::path(o.out_dir) / "model.safetensors").string(), tensor_specs(s), o.seed);
+}
+
+}  // namespace msa
