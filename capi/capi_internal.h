@@ -2,6 +2,8 @@
 // the exception firewall every exported function runs its body inside.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -46,6 +48,28 @@ void copy_cstr(char (&dst)[N], const std::string& src) {
   size_t n = src.size() < N - 1 ? src.size() : N - 1;
   for (size_t i = 0; i < n; ++i) dst[i] = src[i];
   dst[n] = '\0';
+}
+
+// Copies the caller's struct into a default-initialised one, honouring the caller's struct_size (an older,
+// smaller struct leaves the newer fields at their defaults; a larger one is accepted only when the unknown
+// tail is zero).
+template <typename T>
+inline msa_status copy_params(const T* in, T* out, const char* fn) {
+  if (!in) return MSA_OK;
+  uint32_t n = in->struct_size;
+  if (n < sizeof(uint32_t)) return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": params->struct_size is 0");
+  if (n > sizeof(T)) {
+    const unsigned char* tail = reinterpret_cast<const unsigned char*>(in) + sizeof(T);
+    for (uint32_t i = 0; i < n - sizeof(T); ++i)
+      if (tail[i] != 0)
+        return fail(MSA_ERR_INVALID_ARGUMENT,
+                    std::string(fn) + ": params struct is newer than this library and uses fields it does not know");
+    n = sizeof(T);
+  }
+  uint32_t keep = out->struct_size;
+  std::memcpy(out, in, n);
+  out->struct_size = keep;
+  return MSA_OK;
 }
 
 }  // namespace msa::capi

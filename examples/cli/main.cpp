@@ -18,7 +18,7 @@ const Command kCommands[] = {
     {"info", cmd_info, "info --model DIR                       print the configuration and parameter count"},
     {"logits", cmd_logits, "logits --model DIR --tokens 1,2,3       top-5 logits of the last position"},
     {"init-model", cmd_init_model,
-     "init-model --preset tiny|msa-4b-shape --seed N --tokenizer DIR --out DIR   write a random checkpoint"},
+     "init-model --preset micro|tiny|msa-4b-shape [--seed N] [--tokenizer DIR] [--msa-config JSON] --out DIR"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE               JSON Lines strings on stdin -> id arrays"},
     {"detokenize", cmd_detokenize, "detokenize --tokenizer FILE             JSON Lines id arrays on stdin -> strings"},
 };

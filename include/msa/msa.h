@@ -154,16 +154,139 @@ MSA_API msa_status msa_model_logits(const msa_model *model, const int32_t *token
 
 /* ---------------------------------------------------------------- random checkpoints */
 
+typedef struct msa_checkpoint_params {
+  uint32_t struct_size;          /* sizeof(msa_checkpoint_params), set by msa_checkpoint_params_init */
+  const char *preset;            /* "micro" | "tiny" (default) | "msa-4b-shape" */
+  uint64_t seed;                 /* default 0 */
+  const char *tokenizer_dir;     /* holds tokenizer.json + tokenizer_config.json to copy; NULL: none */
+  const char *msa_config_json;   /* JSON object overriding msa_config keys, e.g. {"head_reduce_method":"max"};
+                                    NULL: the preset's values (router layers = latter half, pooling 64 ...) */
+} msa_checkpoint_params;
+
+/* Fills defaults. `params` must not be NULL. Thread-safe. */
+MSA_API void msa_checkpoint_params_init(msa_checkpoint_params *params);
+
 /* Writes a checkpoint with random weights in the exact MSA-4B layout into `out_dir` (created if needed):
  * config.json (model_type "msa", full msa_config block), generation_config.json, model.safetensors (bf16)
- * and, when `tokenizer_dir` is not NULL, copies of its tokenizer.json and tokenizer_config.json.
- * `preset`: "tiny" (4 layers, hidden 128, the full 151,936-token Qwen3 vocabulary; ~20 M parameters) or
- * "msa-4b-shape" (the real MSA-4B shapes, ~4.3 B parameters, 8.5 GB: for benchmarks). The same seed gives
- * the same bytes on every machine and thread count. Errors: MSA_ERR_INVALID_ARGUMENT (NULL out_dir or
- * preset, unknown preset), MSA_ERR_TOKENIZER (tokenizer files missing), MSA_ERR_IO. Thread-safe (distinct
- * output directories). */
-MSA_API msa_status msa_checkpoint_init(const char *preset, uint64_t seed, const char *tokenizer_dir,
-                                       const char *out_dir);
+ * and the tokenizer files when params->tokenizer_dir is set. Presets (all with the full 151,936-token
+ * Qwen3 vocabulary): "micro" (2 layers, hidden 32: test fixtures), "tiny" (4 layers, hidden 128, ~20 M
+ * parameters: the demo), "msa-4b-shape" (the real MSA-4B shapes, ~4.3 B parameters, 8.5 GB: benchmarks).
+ * The same parameters give the same bytes on every machine and thread count. `params` may be NULL for
+ * defaults. Errors: MSA_ERR_INVALID_ARGUMENT (NULL out_dir, unknown preset, bad override JSON or key),
+ * MSA_ERR_TOKENIZER (tokenizer files missing), MSA_ERR_IO. Thread-safe (distinct output directories). */
+MSA_API msa_status msa_checkpoint_init(const msa_checkpoint_params *params, const char *out_dir);
+
+/* ================================================================ tokenizer
+ * The Qwen2/Qwen3 byte-level BPE tokenizer of tokenizer.json, byte-exact with Hugging Face `tokenizers`.
+ *  - Text is UTF-8 given with its length: embedded NUL bytes are ordinary text. Invalid UTF-8 is never an
+ *    error: each maximal ill-formed subsequence is replaced by U+FFFD first, exactly as Python's
+ *    bytes.decode("utf-8", "replace") does before Hugging Face sees the text.
+ *  - Added tokens written in the text ("<|im_end|>", "<think>") become their ids, as in Hugging Face.
+ *  - The text between them is NFC-normalised (part of the model's tokenisation), so
+ *    detokenize(tokenize(s)) == s for every valid UTF-8 s that is NFC outside its added tokens.
+ *  - add_special: the Qwen tokenizer adds no BOS/EOS (its post-processor is ByteLevel), so this flag has
+ *    no effect for it; it is kept for tokenizers that would add tokens.
+ *  - Output text is always well-formed UTF-8. Text outputs follow one rule: the call needs
+ *    cap >= *out_len bytes and writes a terminating NUL only when cap > *out_len (pass *out_len + 1 to
+ *    get a C string). When the buffer is too small the call returns MSA_ERR_BUFFER_TOO_SMALL with the
+ *    needed size in *out_len / *out_n_ids (pass cap = 0 and a NULL buffer to query the size).
+ *  - A tokenizer is immutable once loaded: every msa_tokenizer_* function that takes a const pointer may
+ *    be called from several threads at once. A msa_detokenizer is single-threaded state.
+ */
+
+typedef struct msa_tokenizer msa_tokenizer;
+
+typedef struct msa_tokenizer_desc {
+  uint32_t struct_size;    /* caller sets sizeof(msa_tokenizer_desc) */
+  int32_t vocab_size;      /* 1 + the largest token id (model vocabulary and added tokens) */
+  int32_t n_added_tokens;  /* added tokens of tokenizer.json (special or not) */
+  int32_t bos_id;          /* from tokenizer_config.json; -1 when none (Qwen: none) */
+  int32_t eos_id;          /* -1 when none (Qwen: 151645, <|im_end|>) */
+  int32_t pad_id;          /* -1 when none (Qwen: 151643, <|endoftext|>) */
+  int32_t max_token_bytes; /* longest token in bytes: one detokenizer push emits at most 3 * this + 3 */
+} msa_tokenizer_desc;
+
+/* Loads a tokenizer.json (or a directory holding one) and, if present beside it, tokenizer_config.json
+ * (special tokens). On success *out_tokenizer owns the tokenizer; release it with msa_tokenizer_free. On
+ * failure *out_tokenizer is NULL. Errors: MSA_ERR_INVALID_ARGUMENT (NULL), MSA_ERR_IO (file missing or
+ * unreadable), MSA_ERR_TOKENIZER (malformed file, named in msa_last_error()), MSA_ERR_UNSUPPORTED (a kind
+ * of tokenizer libmsa does not implement: not byte-level BPE, other normalizers, post-processors that add
+ * tokens, ...), MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
+MSA_API msa_status msa_tokenizer_load(const char *tokenizer_json_path, msa_tokenizer **out_tokenizer);
+
+/* Releases a tokenizer. NULL is accepted. No other call may be using it (nor a detokenizer made from it). */
+MSA_API void msa_tokenizer_free(msa_tokenizer *tokenizer);
+
+/* Fills `info` (info->struct_size must be at least sizeof(msa_tokenizer_desc)). Errors:
+ * MSA_ERR_INVALID_ARGUMENT. Thread-safe. */
+MSA_API msa_status msa_tokenizer_info(const msa_tokenizer *tokenizer, msa_tokenizer_desc *info);
+
+/* Tokenizes text[0..text_len) into out_ids[0..cap); *out_n_ids receives the number of ids (also when it
+ * exceeds cap: then MSA_ERR_BUFFER_TOO_SMALL and the content of out_ids is unspecified). `text` may be
+ * NULL when text_len is 0; `out_ids` may be NULL when cap is 0. The caller owns both buffers.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL tokenizer or out_n_ids, NULL text with text_len > 0),
+ * MSA_ERR_BUFFER_TOO_SMALL, MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
+MSA_API msa_status msa_tokenizer_tokenize(const msa_tokenizer *tokenizer, const char *text, size_t text_len,
+                                          int add_special, int32_t *out_ids, size_t cap, size_t *out_n_ids);
+
+/* Turns ids[0..n_ids) into UTF-8 text in out_text[0..cap) (see the buffer rule above); *out_len receives
+ * the text length in bytes. skip_special != 0 leaves out added tokens marked special ("<|im_end|>"...).
+ * Byte sequences that are not valid UTF-8 become U+FFFD, as in Hugging Face's decode.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL pointer, an id outside [0, vocab_size)), MSA_ERR_BUFFER_TOO_SMALL,
+ * MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
+MSA_API msa_status msa_tokenizer_detokenize(const msa_tokenizer *tokenizer, const int32_t *ids, size_t n_ids,
+                                            int skip_special, char *out_text, size_t cap, size_t *out_len);
+
+/* The raw bytes of one token into out[0..cap) (buffer rule above; *out_len = number of bytes). A vocabulary
+ * token may hold only part of a UTF-8 sequence, so the bytes are not necessarily valid UTF-8; use a
+ * msa_detokenizer to turn a token stream into text. Errors: MSA_ERR_INVALID_ARGUMENT (NULL pointer, id
+ * outside the vocabulary), MSA_ERR_BUFFER_TOO_SMALL. Thread-safe. */
+MSA_API msa_status msa_tokenizer_token_to_piece(const msa_tokenizer *tokenizer, int32_t id, char *out, size_t cap,
+                                                size_t *out_len);
+
+/* The id of the token whose bytes (or added-token text) are exactly token[0..token_len), in *out_id (-1 on
+ * failure). Errors: MSA_ERR_INVALID_ARGUMENT (NULL pointer, no such token). Thread-safe. */
+MSA_API msa_status msa_tokenizer_token_to_id(const msa_tokenizer *tokenizer, const char *token, size_t token_len,
+                                             int32_t *out_id);
+
+/* The tokenizer of a model loaded with load_tokenizer != 0, or NULL. Borrowed: valid while the model lives;
+ * do not free it. Thread-safe. */
+MSA_API const msa_tokenizer *msa_model_tokenizer(const msa_model *model);
+
+/* msa_tokenizer_tokenize / _detokenize / _token_to_piece on msa_model_tokenizer(model). Additional error:
+ * MSA_ERR_TOKENIZER when the model has no tokenizer. Thread-safe. */
+MSA_API msa_status msa_tokenize(const msa_model *model, const char *text, size_t text_len, int add_special,
+                                int32_t *out_ids, size_t cap, size_t *out_n_ids);
+MSA_API msa_status msa_detokenize(const msa_model *model, const int32_t *ids, size_t n_ids, int skip_special,
+                                  char *out_text, size_t cap, size_t *out_len);
+MSA_API msa_status msa_token_to_piece(const msa_model *model, int32_t id, char *out, size_t cap, size_t *out_len);
+
+/* Streaming detokenizer: push generated ids one at a time; each push returns the text they complete, never
+ * a partial UTF-8 sequence (up to 3 bytes are held back), and flush returns the rest (a dangling incomplete
+ * sequence becomes U+FFFD). The concatenation of all outputs equals msa_tokenizer_detokenize of all ids. */
+typedef struct msa_detokenizer msa_detokenizer;
+
+/* Creates a detokenizer on `tokenizer`, which must outlive it (a model's tokenizer: the model). skip_special
+ * as in msa_tokenizer_detokenize. Release with msa_detokenizer_free. Errors: MSA_ERR_INVALID_ARGUMENT,
+ * MSA_ERR_OUT_OF_MEMORY. Thread-safe; the detokenizer itself is not (one per stream). */
+MSA_API msa_status msa_detokenizer_create(const msa_tokenizer *tokenizer, int skip_special,
+                                          msa_detokenizer **out_detokenizer);
+
+/* Pushes one id; the text it completes goes to out_text[0..cap) (buffer rule above; often 0 bytes).
+ * On MSA_ERR_BUFFER_TOO_SMALL (needed size in *out_len) or MSA_ERR_INVALID_ARGUMENT (bad id) the
+ * detokenizer is unchanged: retry with a larger buffer. A buffer of 3 * max_token_bytes + 4 always fits. */
+MSA_API msa_status msa_detokenizer_push(msa_detokenizer *detokenizer, int32_t id, char *out_text, size_t cap,
+                                        size_t *out_len);
+
+/* Ends the stream: writes what is held back (0..3 bytes, or U+FFFD) and resets the detokenizer for a new
+ * stream. Buffer rule above; 4 bytes always suffice. Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_BUFFER_TOO_SMALL
+ * (unchanged then). */
+MSA_API msa_status msa_detokenizer_flush(msa_detokenizer *detokenizer, char *out_text, size_t cap, size_t *out_len);
+
+/* Releases a detokenizer. NULL is accepted. */
+MSA_API void msa_detokenizer_free(msa_detokenizer *detokenizer);
+
+/* ================================================================ end of tokenizer */
 
 #ifdef __cplusplus
 }

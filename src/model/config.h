@@ -14,6 +14,9 @@ enum class HeadReduce { kMean, kMax };
 enum class QueryReduce { kMax, kMean, kLast };
 enum class ChunkReduce { kMax, kMean };
 
+// Member defaults are for code that builds a config by hand. parse_model_config fills keys missing from
+// msa_config with the *resave defaults* of spec §1.1 instead (router_layer_idx "all", top_k_docs 2,
+// pooling_kernel_size 2, decouple_router false, aux_loss_method "INFONCE", every reduce method "max").
 struct MsaConfig {
   bool present = false;                 // false for a plain Qwen3 checkpoint (no routing possible)
   std::string router_layer_idx = "all";  // as written in the file
@@ -66,12 +69,27 @@ struct ModelConfig {
   bool is_router_layer(int layer) const;
 };
 
+const char* head_reduce_name(HeadReduce r);    // "max" | "mean"
+const char* query_reduce_name(QueryReduce r);  // "max" | "mean" | "last"
+const char* chunk_reduce_name(ChunkReduce r);  // "max" | "mean"
+
+// Parses msa_config.router_layer_idx: "all" (every layer) or comma-separated layer indices, each in
+// [0, num_layers); the result is ascending and unique. Errors: kConfig (message without a file name).
+Status parse_router_layer_idx(const std::string& spec, int64_t num_layers, std::vector<int>* out);
+
 // Parses and validates config.json text. `path` is used in messages only. Errors: kConfig (malformed JSON,
 // missing/ill-typed field, inconsistent values such as heads % kv_heads != 0), kUnsupported (rope_scaling
 // of a kind we do not implement, hidden_act other than silu, attention_bias true, sliding window on).
 Status parse_model_config(const std::string& json_text, const std::string& path, ModelConfig* out);
 
-// Reads <dir>/config.json and, when present, <dir>/generation_config.json.
+// Parses generation_config.json text (do_sample, temperature, top_p, top_k, eos_token_id as an int or a list,
+// pad_token_id; other keys are ignored). Sets out->present. Keys that are absent keep their defaults, except
+// eos_token_ids, which is left empty when absent. Errors: kConfig naming `path` and the field.
+Status parse_generation_config(const std::string& json_text, const std::string& path, GenerationDefaults* out);
+
+// Reads <dir>/config.json and, when present, <dir>/generation_config.json (when that file has no
+// eos_token_id, or is absent, generation.eos_token_ids = the config's eos ids). Errors: kIo (config.json
+// unreadable), and those of parse_model_config / parse_generation_config.
 Status load_model_config(const std::string& dir, ModelConfig* out);
 
 }  // namespace msa

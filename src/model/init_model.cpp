@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -31,6 +32,7 @@ struct Shape {
 
 Shape preset_shape(const std::string& preset, bool* ok) {
   *ok = true;
+  if (preset == "micro") return {151936, 32, 64, 2, 4, 2, 16, 262144, 4, 5000000.0, "1"};
   if (preset == "tiny") return {151936, 128, 384, 4, 4, 2, 32, 262144, 64, 5000000.0, "2,3"};
   if (preset == "msa-4b-shape") {
     std::string layers;
@@ -41,13 +43,17 @@ Shape preset_shape(const std::string& preset, bool* ok) {
   return {};
 }
 
-json make_config(const Shape& s) {
+json make_msa_config(const Shape& s) {
   json msa_config = {
       {"router_layer_idx", s.router_layers}, {"top_k_docs", 16}, {"pooling_kernel_size", s.pool},
       {"decouple_router", true}, {"aux_loss_method", "INFONCE_DECOUPLE"}, {"head_reduce_method", "mean"},
       {"query_reduce_method", "max"}, {"chunk_reduce_method", "max"}, {"aux_loss", false},
       {"lmloss_weigth", 1.0}, {"auxloss_weight", 0.1}, {"recloss_weight", 0.0}, {"ansloss_weight", 1.0},
       {"rewrite_position", true}, {"infonce_loss_temp", 0.1}, {"decouple_pooling_mode", "mean"}};
+  return msa_config;
+}
+
+json make_config(const Shape& s, const json& msa_config) {
   return json{{"architectures", {"MSAForCausalLM"}},
               {"model_type", "msa"},
               {"attention_bias", false},
@@ -90,23 +96,31 @@ struct TensorSpec {
   float std;
 };
 
-std::vector<TensorSpec> tensor_specs(const Shape& s) {
+// router_layer_idx ("all" or "i,j,k") -> one flag per layer. False on a malformed list or an index out of range.
+bool parse_router_layers(const std::string& r, int64_t n_layers, std::vector<int>* flags) {
+  flags->assign(static_cast<size_t>(n_layers), r == "all" ? 1 : 0);
+  if (r == "all") return true;
+  size_t pos = 0;
+  while (pos <= r.size()) {
+    size_t comma = r.find(',', pos);
+    if (comma == std::string::npos) comma = r.size();
+    std::string item = r.substr(pos, comma - pos);
+    if (item.empty() || item.size() > 6 || item.find_first_not_of("0123456789") != std::string::npos) return false;
+    long v = std::strtol(item.c_str(), nullptr, 10);
+    if (v >= n_layers) return false;
+    (*flags)[static_cast<size_t>(v)] = 1;
+    pos = comma + 1;
+  }
+  return true;
+}
+
+std::vector<TensorSpec> tensor_specs(const Shape& s, const std::vector<int>& router, bool decouple_router,
+                                     bool infonce) {
   std::vector<TensorSpec> t;
   const float h = static_cast<float>(s.hidden);
   const float qd = static_cast<float>(s.heads * s.head_dim);
   const float inter = static_cast<float>(s.intermediate);
   t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, 0.0f, 1.0f});
-  std::vector<int> router(static_cast<size_t>(s.layers), 0);
-  {
-    std::string r = s.router_layers;
-    size_t pos = 0;
-    while (pos < r.size()) {
-      size_t comma = r.find(',', pos);
-      if (comma == std::string::npos) comma = r.size();
-      router[static_cast<size_t>(std::stoi(r.substr(pos, comma - pos)))] = 1;
-      pos = comma + 1;
-    }
-  }
   for (int64_t i = 0; i < s.layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     t.push_back({p + "input_layernorm.weight", {s.hidden}, 1.0f, 0.1f});
@@ -116,7 +130,7 @@ std::vector<TensorSpec> tensor_specs(const Shape& s) {
     t.push_back({p + "self_attn.o_proj.weight", {s.hidden, s.heads * s.head_dim}, 0.0f, 1.0f / std::sqrt(qd)});
     t.push_back({p + "self_attn.q_norm.weight", {s.head_dim}, 1.0f, 0.1f});
     t.push_back({p + "self_attn.k_norm.weight", {s.head_dim}, 1.0f, 0.1f});
-    if (router[static_cast<size_t>(i)]) {
+    if (decouple_router && router[static_cast<size_t>(i)]) {
       t.push_back({p + "self_attn.router_q_proj.0.weight", {s.heads * s.head_dim, s.hidden}, 0.0f,
                    1.0f / std::sqrt(h)});
       t.push_back({p + "self_attn.router_k_proj.0.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f,
@@ -128,7 +142,7 @@ std::vector<TensorSpec> tensor_specs(const Shape& s) {
     t.push_back({p + "mlp.down_proj.weight", {s.hidden, s.intermediate}, 0.0f, 1.0f / std::sqrt(inter)});
   }
   t.push_back({"model.norm.weight", {s.hidden}, 1.0f, 0.1f});
-  t.push_back({"temperature", {}, 0.1f, 0.0f});  // InfoNCE temperature scalar (unused at inference)
+  if (infonce) t.push_back({"temperature", {}, 0.1f, 0.0f});  // InfoNCE temperature (unused at inference)
   return t;
 }
 
@@ -231,7 +245,29 @@ Status init_model(const InitModelOptions& o) {
   bool ok = false;
   Shape s = preset_shape(o.preset, &ok);
   if (!ok) return Error(StatusCode::kInvalidArgument, "init-model: unknown preset '", o.preset,
-                        "' (expected tiny or msa-4b-shape)");
+                        "' (expected micro, tiny or msa-4b-shape)");
+  json msa_config = make_msa_config(s);
+  if (!o.msa_config_json.empty()) {
+    json over = json::parse(o.msa_config_json, nullptr, /*allow_exceptions=*/false);
+    if (!over.is_object())
+      return Error(StatusCode::kInvalidArgument, "init-model: msa_config overrides must be a JSON object");
+    for (auto it = over.begin(); it != over.end(); ++it) {
+      if (!msa_config.contains(it.key()))
+        return Error(StatusCode::kInvalidArgument, "init-model: unknown msa_config key '", it.key(), "'");
+      msa_config[it.key()] = it.value();
+    }
+    if (!msa_config["router_layer_idx"].is_string() || !msa_config["decouple_router"].is_boolean() ||
+        !msa_config["aux_loss_method"].is_string())
+      return Error(StatusCode::kInvalidArgument,
+                   "init-model: router_layer_idx and aux_loss_method must be strings, decouple_router a bool");
+    s.router_layers = msa_config["router_layer_idx"].get<std::string>();
+  }
+  std::vector<int> router;
+  if (!parse_router_layers(s.router_layers, s.layers, &router))
+    return Error(StatusCode::kInvalidArgument, "init-model: bad router_layer_idx '", s.router_layers, "' for ",
+                 s.layers, " layers");
+  const bool decouple = msa_config["decouple_router"].get<bool>();
+  const bool infonce = msa_config["aux_loss_method"].get<std::string>().find("INFONCE") != std::string::npos;
   if (o.out_dir.empty()) return Error(StatusCode::kInvalidArgument, "init-model: empty output directory");
   std::error_code ec;
   if (!o.tokenizer_dir.empty()) {
@@ -242,7 +278,7 @@ Status init_model(const InitModelOptions& o) {
   }
   fs::create_directories(o.out_dir, ec);
   if (ec) return Error(StatusCode::kIo, o.out_dir, ": cannot create directory: ", ec.message());
-  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "config.json").string(), make_config(s).dump(2) + "\n"));
+  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "config.json").string(), make_config(s, msa_config).dump(2) + "\n"));
   MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "generation_config.json").string(),
                                  make_generation_config().dump(2) + "\n"));
   if (!o.tokenizer_dir.empty()) {
@@ -250,9 +286,12 @@ Status init_model(const InitModelOptions& o) {
       fs::copy_file(fs::path(o.tokenizer_dir) / f, fs::path(o.out_dir) / f, fs::copy_options::overwrite_existing,
                     ec);
       if (ec) return Error(StatusCode::kIo, (fs::path(o.out_dir) / f).string(), ": cannot copy: ", ec.message());
+      // The source may be read-only (a shared data directory); the copy belongs to the user.
+      fs::permissions(fs::path(o.out_dir) / f, fs::perms::owner_read | fs::perms::owner_write |
+                      fs::perms::group_read | fs::perms::others_read, ec);
     }
   }
-  return write_random_safetensors((fs::path(o.out_dir) / "model.safetensors").string(), tensor_specs(s), o.seed);
+  return write_random_safetensors((fs::path(o.out_dir) / "model.safetensors").string(), tensor_specs(s, router, decouple, infonce), o.seed);
 }
 
 }  // namespace msa

@@ -12,13 +12,19 @@
 namespace msa {
 
 struct InitModelOptions {
-  std::string preset = "tiny";  // "tiny" | "msa-4b-shape"
+  std::string preset = "tiny";  // "micro" | "tiny" | "msa-4b-shape"
   uint64_t seed = 0;
+  // Overrides of msa_config keys, as JSON text of an object (e.g. {"head_reduce_method": "max",
+  // "decouple_router": false, "router_layer_idx": "all"}); empty: the preset's values. Router projection
+  // tensors are written exactly when the resulting decouple_router is true.
+  std::string msa_config_json;
   std::string tokenizer_dir;    // holds tokenizer.json and tokenizer_config.json; empty: none copied
   std::string out_dir;
 };
 
-// Errors: kInvalidArgument (unknown preset, empty out_dir), kIo (cannot create/write), kTokenizer (tokenizer
+// Presets: micro (2 layers, hidden 32: test fixtures), tiny (4 layers, hidden 128: the demo), msa-4b-shape
+// (the real MSA-4B shapes: benchmarks); all with the full 151,936-token Qwen3 vocabulary.
+// Errors: kInvalidArgument (unknown preset, empty out_dir, bad override JSON or key), kIo (cannot create/write), kTokenizer (tokenizer
 // files missing in tokenizer_dir).
 Status init_model(const InitModelOptions& options);
 

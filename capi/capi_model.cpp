@@ -1,0 +1,122 @@
+// msa.h: model load/free/info/logits and random checkpoints.
+#include <cstring>
+#include <string>
+
+#include "capi_internal.h"
+#include "capi_model.h"
+#include "model/forward.h"
+#include "model/init_model.h"
+#include "tokenizer/tokenizer.h"
+
+using msa::capi::fail;
+using msa::capi::guarded;
+using msa::capi::to_c;
+
+extern "C" {
+
+MSA_API void msa_model_params_init(msa_model_params* params) {
+  if (!params) return;
+  std::memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  params->n_threads = 0;
+  params->backend = MSA_BACKEND_CPU;
+  params->load_tokenizer = 1;
+}
+
+MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* params, msa_model** out_model) {
+  return guarded("msa_model_load", [&]() -> msa_status {
+    MSA_CHECK_ARG(out_model, "msa_model_load", "out_model is NULL");
+    *out_model = nullptr;
+    MSA_CHECK_ARG(dir, "msa_model_load", "dir is NULL");
+    msa_model_params p;
+    msa_model_params_init(&p);
+    if (msa_status st = msa::capi::copy_params(params, &p, "msa_model_load")) return st;
+    if (p.backend == MSA_BACKEND_CUDA)
+      return fail(MSA_ERR_UNSUPPORTED, "msa_model_load: the CUDA backend has no forward yet; use MSA_BACKEND_CPU");
+    MSA_CHECK_ARG(p.backend == MSA_BACKEND_CPU, "msa_model_load", "unknown backend value");
+    MSA_CHECK_ARG(p.n_threads >= 0, "msa_model_load", "n_threads < 0");
+    msa::ModelLoadOptions opts;
+    opts.load_tokenizer = p.load_tokenizer != 0;
+    auto handle = std::make_unique<msa_model>();
+    handle->params = p;
+    msa::Status s = msa::Model::load(dir, opts, &handle->model);
+    if (!s.ok()) return fail(s);
+    *out_model = handle.release();
+    return to_c(msa::Status::Ok());
+  });
+}
+
+MSA_API void msa_model_free(msa_model* model) { delete model; }
+
+MSA_API msa_status msa_model_info(const msa_model* model, msa_model_desc* info) {
+  return guarded("msa_model_info", [&]() -> msa_status {
+    MSA_CHECK_ARG(model, "msa_model_info", "model is NULL");
+    MSA_CHECK_ARG(info, "msa_model_info", "info is NULL");
+    MSA_CHECK_ARG(info->struct_size >= offsetof(msa_model_desc, aux_loss_method) + 1, "msa_model_info",
+                  "info->struct_size is smaller than any released msa_model_desc (set it to sizeof)");
+    const msa::ModelConfig& c = model->model->config();
+    msa_model_desc d;
+    std::memset(&d, 0, sizeof d);
+    d.struct_size = info->struct_size < sizeof d ? info->struct_size : static_cast<uint32_t>(sizeof d);
+    d.vocab_size = c.vocab_size;
+    d.hidden_size = c.hidden_size;
+    d.intermediate_size = c.intermediate_size;
+    d.n_layers = static_cast<int32_t>(c.num_hidden_layers);
+    d.n_heads = static_cast<int32_t>(c.num_attention_heads);
+    d.n_kv_heads = static_cast<int32_t>(c.num_key_value_heads);
+    d.head_dim = static_cast<int32_t>(c.head_dim);
+    d.n_router_layers = c.msa.present ? static_cast<int32_t>(c.msa.router_layers.size()) : 0;
+    d.pooling_kernel_size = c.msa.present ? c.msa.pooling_kernel_size : 0;
+    d.decouple_router = c.msa.present && c.msa.decouple_router;
+    d.tie_word_embeddings = c.tie_word_embeddings;
+    d.n_parameters = model->model->n_parameters();
+    d.max_position_embeddings = c.max_position_embeddings;
+    d.rope_theta = c.rope_theta;
+    d.rms_norm_eps = c.rms_norm_eps;
+    msa::capi::copy_cstr(d.weight_dtype, msa::dtype_name(model->model->weight_dtype()));
+    msa::capi::copy_cstr(d.aux_loss_method, c.msa.present ? c.msa.aux_loss_method : std::string());
+    std::memcpy(info, &d, d.struct_size);
+    return MSA_OK;
+  });
+}
+
+MSA_API msa_status msa_model_logits(const msa_model* model, const int32_t* tokens, int32_t n_tokens,
+                                    float* out_logits, int64_t cap) {
+  return guarded("msa_model_logits", [&]() -> msa_status {
+    MSA_CHECK_ARG(model, "msa_model_logits", "model is NULL");
+    MSA_CHECK_ARG(tokens, "msa_model_logits", "tokens is NULL");
+    MSA_CHECK_ARG(out_logits, "msa_model_logits", "out_logits is NULL");
+    MSA_CHECK_ARG(n_tokens > 0, "msa_model_logits", "n_tokens must be > 0");
+    const msa::ModelConfig& c = model->model->config();
+    if (cap < c.vocab_size)
+      return fail(MSA_ERR_BUFFER_TOO_SMALL, "msa_model_logits: cap " + std::to_string(cap) + " < vocab_size " +
+                                                std::to_string(c.vocab_size));
+    return to_c(msa::forward_logits(model->model->weights(), c, tokens, n_tokens, out_logits, false));
+  });
+}
+
+MSA_API void msa_checkpoint_params_init(msa_checkpoint_params* params) {
+  if (!params) return;
+  std::memset(params, 0, sizeof *params);
+  params->struct_size = sizeof *params;
+  params->preset = "tiny";
+}
+
+MSA_API msa_status msa_checkpoint_init(const msa_checkpoint_params* params, const char* out_dir) {
+  return guarded("msa_checkpoint_init", [&]() -> msa_status {
+    MSA_CHECK_ARG(out_dir, "msa_checkpoint_init", "out_dir is NULL");
+    msa_checkpoint_params p;
+    msa_checkpoint_params_init(&p);
+    if (msa_status st = msa::capi::copy_params(params, &p, "msa_checkpoint_init")) return st;
+    MSA_CHECK_ARG(p.preset, "msa_checkpoint_init", "params->preset is NULL");
+    msa::InitModelOptions o;
+    o.preset = p.preset;
+    o.seed = p.seed;
+    o.tokenizer_dir = p.tokenizer_dir ? p.tokenizer_dir : "";
+    o.msa_config_json = p.msa_config_json ? p.msa_config_json : "";
+    o.out_dir = out_dir;
+    return to_c(msa::init_model(o));
+  });
+}
+
+}  // extern "C"

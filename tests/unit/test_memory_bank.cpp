@@ -1,0 +1,338 @@
+// MemoryBank: checked construction, atomic add (a bad batch leaves the bank exactly as it was), ids, chunk
+// ranges and the per-layer tiers, stats.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "memory/memory_bank.h"
+
+namespace {
+
+using msa::DocumentRecord;
+using msa::MemoryBank;
+using msa::ModelConfig;
+using msa::PooledDocument;
+using msa::StatusCode;
+
+// 3 decoder layers, router layers 0 and 2, 2 kv heads x head_dim 3 (width 6), pooling 4.
+ModelConfig small_config() {
+  ModelConfig c;
+  c.model_type = "msa";
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 3;
+  c.msa.present = true;
+  c.msa.router_layers = {0, 2};
+  c.msa.pooling_kernel_size = 4;
+  return c;
+}
+
+constexpr int64_t kWidth = 6;
+constexpr int kRouterLayers = 2;
+
+std::unique_ptr<MemoryBank> make_bank() {
+  const ModelConfig c = small_config();
+  std::vector<std::vector<float>> tk(3, std::vector<float>(3 * kWidth, 0.5f));
+  std::vector<std::vector<float>> tv(3, std::vector<float>(3 * kWidth, -0.5f));
+  std::unique_ptr<MemoryBank> bank;
+  REQUIRE(MemoryBank::create(c, tk, tv, &bank).ok());
+  return bank;
+}
+
+// A document of n_tokens tokens whose pooled values encode (tag, tensor, layer, element) so tests can check
+// where each value landed: k = tag + 0.001*l..., v = -k, rk = k + 1000.
+std::pair<DocumentRecord, PooledDocument> make_doc(uint64_t id, int64_t n_tokens, float tag) {
+  DocumentRecord d;
+  d.id = id;
+  d.text = "document " + std::to_string(id);
+  d.n_tokens = n_tokens;
+  PooledDocument p;
+  p.n_tokens = n_tokens;
+  p.n_chunks = (n_tokens + 3) / 4;
+  for (int l = 0; l < kRouterLayers; ++l) {
+    std::vector<float> k(static_cast<size_t>(p.n_chunks * kWidth));
+    for (size_t i = 0; i < k.size(); ++i) k[i] = tag + 0.01f * static_cast<float>(l) + 1e-4f * static_cast<float>(i);
+    std::vector<float> v(k), rk(k);
+    for (float& x : v) x = -x;
+    for (float& x : rk) x += 1000.0f;
+    p.k.push_back(k);
+    p.v.push_back(v);
+    p.rk.push_back(rk);
+  }
+  return {d, p};
+}
+
+struct Batch {
+  std::vector<DocumentRecord> docs;
+  std::vector<PooledDocument> pooled;
+  void add(uint64_t id, int64_t n_tokens, float tag) {
+    auto dp = make_doc(id, n_tokens, tag);
+    docs.push_back(dp.first);
+    pooled.push_back(dp.second);
+  }
+};
+
+// Everything observable about a bank, for "unchanged" checks.
+struct Snapshot {
+  std::vector<uint64_t> ids;
+  std::vector<std::vector<float>> keys, k, v;
+  std::vector<std::vector<int32_t>> chunk_doc;
+  int64_t n_chunks = 0, n_tokens = 0, routing_bytes = 0, content_bytes = 0, text_bytes = 0;
+  uint64_t next_id = 0;
+  bool operator==(const Snapshot& o) const {
+    return ids == o.ids && keys == o.keys && k == o.k && v == o.v && chunk_doc == o.chunk_doc &&
+           n_chunks == o.n_chunks && n_tokens == o.n_tokens && routing_bytes == o.routing_bytes &&
+           content_bytes == o.content_bytes && text_bytes == o.text_bytes && next_id == o.next_id;
+  }
+};
+
+Snapshot snapshot(const MemoryBank& b) {
+  Snapshot s;
+  for (int64_t i = 0; i < b.n_documents(); ++i) s.ids.push_back(b.document(i).id);
+  for (int l = 0; l < b.n_router_layers(); ++l) {
+    s.keys.push_back(b.routing(l).keys);
+    s.chunk_doc.push_back(b.routing(l).chunk_doc);
+    s.k.push_back(b.content(l).k);
+    s.v.push_back(b.content(l).v);
+  }
+  const msa::MemoryStats st = b.stats();
+  s.n_chunks = st.n_chunks;
+  s.n_tokens = st.n_tokens;
+  s.routing_bytes = st.routing_bytes;
+  s.content_bytes = st.content_bytes;
+  s.text_bytes = st.text_bytes;
+  s.next_id = b.next_id();
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("MemoryBank::create validates the configuration and templates", "[memory]") {
+  const ModelConfig c = small_config();
+  std::vector<std::vector<float>> tk(3, std::vector<float>(3 * kWidth)), tv = tk;
+  std::unique_ptr<MemoryBank> bank;
+  REQUIRE(MemoryBank::create(c, tk, tv, &bank).ok());
+  CHECK(bank->width() == kWidth);
+  CHECK(bank->n_router_layers() == 2);
+  CHECK(bank->n_documents() == 0);
+  CHECK(bank->next_id() == 0);
+  CHECK(bank->template_len() == 3);
+
+  CHECK(MemoryBank::create(c, tk, tv, nullptr).code() == StatusCode::kInvalidArgument);
+  auto short_tk = tk;
+  short_tk.pop_back();
+  CHECK(MemoryBank::create(c, short_tk, tv, &bank).code() == StatusCode::kInvalidArgument);
+  auto bad_tv = tv;
+  bad_tv[1].push_back(0.0f);
+  CHECK(MemoryBank::create(c, tk, bad_tv, &bank).code() == StatusCode::kInvalidArgument);
+  ModelConfig plain = c;
+  plain.msa.present = false;
+  CHECK(MemoryBank::create(plain, tk, tv, &bank).code() == StatusCode::kInvalidArgument);
+  ModelConfig no_pool = c;
+  no_pool.msa.pooling_kernel_size = 0;
+  CHECK(MemoryBank::create(no_pool, tk, tv, &bank).code() == StatusCode::kInvalidArgument);
+  ModelConfig bad_layer = c;
+  bad_layer.msa.router_layers = {0, 3};
+  CHECK(MemoryBank::create(bad_layer, tk, tv, &bank).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("MemoryBank::add appends documents, chunk ranges and every tier", "[memory]") {
+  auto bank = make_bank();
+  Batch b1;
+  b1.add(10, 9, 1.0f);  // 3 chunks (4 + 4 + 1)
+  b1.add(3, 4, 2.0f);   // 1 chunk
+  REQUIRE(bank->add(b1.docs, b1.pooled).ok());
+  Batch b2;
+  b2.add(7, 1, 3.0f);  // 1 chunk
+  b2.add(4, 8, 4.0f);  // 2 chunks
+  REQUIRE(bank->add(b2.docs, b2.pooled).ok());
+
+  REQUIRE(bank->n_documents() == 4);
+  const int64_t begins[] = {0, 3, 4, 5}, counts[] = {3, 1, 1, 2};
+  const uint64_t ids[] = {10, 3, 7, 4};
+  for (int64_t i = 0; i < 4; ++i) {
+    const DocumentRecord& d = bank->document(i);
+    CHECK(d.id == ids[i]);
+    CHECK(d.chunk_begin == begins[i]);
+    CHECK(d.n_chunks == counts[i]);
+    CHECK(d.text == "document " + std::to_string(ids[i]));
+    CHECK(bank->find(ids[i]) == i);
+  }
+  CHECK(bank->find(5) == -1);
+  CHECK(bank->next_id() == 11);
+
+  const std::vector<int32_t> want_doc = {0, 0, 0, 1, 2, 3, 3};
+  const std::vector<const PooledDocument*> order = {&b1.pooled[0], &b1.pooled[1], &b2.pooled[0], &b2.pooled[1]};
+  for (int l = 0; l < kRouterLayers; ++l) {
+    CHECK(bank->routing(l).chunk_doc == want_doc);
+    CHECK(bank->routing(l).n_chunks() == 7);
+    std::vector<float> keys, k, v;
+    for (const PooledDocument* p : order) {
+      keys.insert(keys.end(), p->rk[static_cast<size_t>(l)].begin(), p->rk[static_cast<size_t>(l)].end());
+      k.insert(k.end(), p->k[static_cast<size_t>(l)].begin(), p->k[static_cast<size_t>(l)].end());
+      v.insert(v.end(), p->v[static_cast<size_t>(l)].begin(), p->v[static_cast<size_t>(l)].end());
+    }
+    CHECK(bank->routing(l).keys == keys);
+    CHECK(bank->content(l).k == k);
+    CHECK(bank->content(l).v == v);
+  }
+  CHECK(bank->template_k(1).size() == 3 * kWidth);
+  CHECK(bank->template_v(2)[0] == -0.5f);
+
+  const msa::MemoryStats st = bank->stats();
+  CHECK(st.n_documents == 4);
+  CHECK(st.n_chunks == 7);
+  CHECK(st.n_tokens == 9 + 4 + 1 + 8);
+  // Per router layer: 7 chunks x 6 floats of routing keys + 7 int32 chunk->doc entries; K and V 7 x 6 each.
+  CHECK(st.routing_bytes == kRouterLayers * (7 * kWidth * 4 + 7 * 4));
+  CHECK(st.content_bytes == kRouterLayers * (2 * 7 * kWidth * 4));
+  CHECK(st.text_bytes == static_cast<int64_t>(std::string("document 10").size() + 3 * std::string("document 3").size()));
+  CHECK(st.template_bytes == 3 * 2 * 3 * kWidth * 4);
+}
+
+TEST_CASE("MemoryBank::add is all-or-none on bad input", "[memory]") {
+  auto bank = make_bank();
+  Batch good;
+  good.add(1, 5, 1.0f);
+  good.add(2, 3, 2.0f);
+  REQUIRE(bank->add(good.docs, good.pooled).ok());
+  const Snapshot before = snapshot(*bank);
+
+  // Every batch below has a valid first document and one bad one after it.
+  auto base = [] {
+    Batch b;
+    b.add(20, 6, 5.0f);
+    b.add(21, 7, 6.0f);
+    return b;
+  };
+  std::vector<std::pair<std::string, Batch>> cases;
+  {
+    Batch b = base();
+    b.pooled.pop_back();
+    cases.emplace_back("records and pooled disagree in count", b);
+  }
+  {
+    Batch b = base();
+    b.docs[1].id = 2;
+    cases.emplace_back("id already in the bank", b);
+  }
+  {
+    Batch b = base();
+    b.docs[1].id = 20;
+    cases.emplace_back("id twice in the batch", b);
+  }
+  {
+    Batch b = base();
+    b.docs[1].id = std::numeric_limits<uint64_t>::max();
+    cases.emplace_back("reserved id", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].n_chunks = 3;  // 7 tokens / 4 -> 2 chunks
+    cases.emplace_back("n_chunks != ceil(n_tokens / P)", b);
+  }
+  {
+    Batch b = base();
+    b.docs[1].n_tokens = 8;
+    cases.emplace_back("record and pooled token counts differ", b);
+  }
+  {
+    Batch b = base();
+    b.docs[1].n_tokens = 0;
+    b.pooled[1].n_tokens = 0;
+    b.pooled[1].n_chunks = 0;
+    for (auto* t : {&b.pooled[1].k, &b.pooled[1].v, &b.pooled[1].rk}) {
+      for (auto& l : *t) l.clear();
+    }
+    cases.emplace_back("empty document", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].rk.pop_back();
+    cases.emplace_back("routing keys for one router layer only", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].k[1].pop_back();
+    cases.emplace_back("K of one layer one float short", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].v[0].push_back(0.0f);
+    cases.emplace_back("V of one layer one float long", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].rk[1][3] = std::nanf("");
+    cases.emplace_back("NaN routing key", b);
+  }
+  {
+    Batch b = base();
+    b.pooled[1].v[0][0] = std::numeric_limits<float>::infinity();
+    cases.emplace_back("infinite value", b);
+  }
+  for (auto& c : cases) {
+    INFO(c.first);
+    const msa::Status st = bank->add(c.second.docs, c.second.pooled);
+    CHECK(st.code() == StatusCode::kInvalidArgument);
+    CHECK_FALSE(st.message().empty());
+    CHECK(snapshot(*bank) == before);
+  }
+  // The unmodified batch goes in.
+  Batch b = base();
+  REQUIRE(bank->add(b.docs, b.pooled).ok());
+  CHECK(bank->n_documents() == 4);
+  CHECK(bank->next_id() == 22);
+  // An empty batch is a no-op.
+  CHECK(bank->add({}, {}).ok());
+  CHECK(bank->n_documents() == 4);
+}
+
+TEST_CASE("MemoryBank::add_with_new_ids numbers documents under the lock", "[memory]") {
+  auto bank = make_bank();
+  Batch b;
+  b.add(999, 2, 1.0f);  // ids of the records are ignored
+  b.add(999, 3, 2.0f);
+  std::vector<uint64_t> ids;
+  REQUIRE(bank->add_with_new_ids(b.docs, b.pooled, &ids).ok());
+  CHECK(ids == std::vector<uint64_t>{0, 1});
+  CHECK(bank->next_id() == 2);
+  Batch c;
+  c.add(100, 1, 3.0f);
+  REQUIRE(bank->add(c.docs, c.pooled).ok());
+  REQUIRE(bank->add_with_new_ids(b.docs, b.pooled, &ids).ok());
+  CHECK(ids == std::vector<uint64_t>{101, 102});
+  CHECK(bank->find(102) == 4);
+
+  // Concurrent adders never collide on ids.
+  auto fresh = make_bank();
+  std::vector<std::thread> threads;
+  std::vector<msa::Status> results(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        Batch one;
+        one.add(0, 5, static_cast<float>(t));
+        msa::Status st = fresh->add_with_new_ids(one.docs, one.pooled, nullptr);
+        if (!st.ok()) results[static_cast<size_t>(t)] = st;
+        fresh->lock_shared();
+        const int64_t n = fresh->n_documents();
+        fresh->unlock_shared();
+        if (n < 1) results[static_cast<size_t>(t)] = msa::Status(StatusCode::kInternal, "empty");
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& r : results) CHECK(r.ok());
+  CHECK(fresh->n_documents() == 40);
+  CHECK(fresh->next_id() == 40);
+  CHECK(fresh->routing(1).n_chunks() == 80);
+  for (uint64_t id = 0; id < 40; ++id) CHECK(fresh->find(id) >= 0);
+}

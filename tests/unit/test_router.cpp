@@ -1,0 +1,468 @@
+// Router: the GQA-collapsed head-mean path against the per-head path, every reduction combination against a
+// naive double-precision implementation written here, top-k order and ties, thread-count independence.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "memory/memory_bank.h"
+#include "router/router.h"
+#include "router/score_kernels.h"
+
+namespace {
+
+using msa::ChunkReduce;
+using msa::CpuIsa;
+using msa::HeadReduce;
+using msa::QueryReduce;
+using msa::RouterQuery;
+using msa::RouterReductions;
+using msa::RoutingIndex;
+using msa::StatusCode;
+
+struct Shape {
+  int64_t tokens, heads, kv_heads, head_dim;
+};
+
+std::string describe(const Shape& s) {
+  return "T=" + std::to_string(s.tokens) + " H=" + std::to_string(s.heads) + " G=" + std::to_string(s.kv_heads) +
+         " D=" + std::to_string(s.head_dim);
+}
+
+// Random routing index: n_docs documents of 1..max_chunks chunks each (contiguous), optionally followed by
+// `empty_docs` documents without chunks; keys ~ N(0, 1).
+struct Corpus {
+  RoutingIndex index;
+  int64_t n_documents = 0;
+};
+
+Corpus make_corpus(int64_t n_docs, int64_t max_chunks, int64_t width, uint32_t seed, int64_t empty_docs = 0) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int64_t> chunks(1, max_chunks);
+  std::normal_distribution<float> val(0.0f, 1.0f);
+  Corpus c;
+  c.n_documents = n_docs + empty_docs;
+  for (int64_t d = 0; d < n_docs; ++d) {
+    const int64_t n = chunks(rng);
+    for (int64_t i = 0; i < n; ++i) c.index.chunk_doc.push_back(static_cast<int32_t>(d));
+  }
+  c.index.keys.resize(c.index.chunk_doc.size() * static_cast<size_t>(width));
+  for (float& x : c.index.keys) x = val(rng);
+  return c;
+}
+
+std::vector<float> make_query(const Shape& s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> val(0.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(s.tokens * s.heads * s.head_dim));
+  for (float& x : q) x = val(rng);
+  return q;
+}
+
+RouterQuery as_query(const Shape& s, const std::vector<float>& q) {
+  RouterQuery r;
+  r.q = q.data();
+  r.n_tokens = s.tokens;
+  r.n_heads = s.heads;
+  r.n_kv_heads = s.kv_heads;
+  r.head_dim = s.head_dim;
+  return r;
+}
+
+// The spec's reductions written out independently, in double: per (token, chunk, head) dot products, head
+// reduce, query reduce, chunk -> document reduce. Documents without chunks: -inf.
+std::vector<double> naive_scores(const Shape& s, const std::vector<float>& q, const Corpus& c,
+                                 const RouterReductions& red) {
+  const int64_t width = s.kv_heads * s.head_dim;
+  const int64_t group = s.heads / s.kv_heads;
+  const int64_t n_chunks = c.index.n_chunks();
+  std::vector<double> chunk(static_cast<size_t>(n_chunks));
+  for (int64_t ch = 0; ch < n_chunks; ++ch) {
+    std::vector<double> per_token;
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      std::vector<double> per_head;
+      for (int64_t h = 0; h < s.heads; ++h) {
+        const int64_t g = h / group;
+        double dot = 0;
+        for (int64_t d = 0; d < s.head_dim; ++d) {
+          dot += static_cast<double>(q[static_cast<size_t>((t * s.heads + h) * s.head_dim + d)]) *
+                 static_cast<double>(c.index.keys[static_cast<size_t>(ch * width + g * s.head_dim + d)]);
+        }
+        per_head.push_back(dot);
+      }
+      double hv = 0;
+      if (red.head == HeadReduce::kMax) {
+        hv = *std::max_element(per_head.begin(), per_head.end());
+      } else {
+        for (double x : per_head) hv += x;
+        hv /= static_cast<double>(per_head.size());
+      }
+      per_token.push_back(hv);
+    }
+    double qv = 0;
+    switch (red.query) {
+      case QueryReduce::kMax: qv = *std::max_element(per_token.begin(), per_token.end()); break;
+      case QueryReduce::kLast: qv = per_token.back(); break;
+      case QueryReduce::kMean:
+        for (double x : per_token) qv += x;
+        qv /= static_cast<double>(per_token.size());
+        break;
+    }
+    chunk[static_cast<size_t>(ch)] = qv;
+  }
+  std::vector<double> out(static_cast<size_t>(c.n_documents), -std::numeric_limits<double>::infinity());
+  for (int64_t d = 0; d < c.n_documents; ++d) {
+    std::vector<double> mine;
+    for (int64_t ch = 0; ch < n_chunks; ++ch) {
+      if (c.index.chunk_doc[static_cast<size_t>(ch)] == d) mine.push_back(chunk[static_cast<size_t>(ch)]);
+    }
+    if (mine.empty()) continue;
+    if (red.chunk == ChunkReduce::kMax) {
+      out[static_cast<size_t>(d)] = *std::max_element(mine.begin(), mine.end());
+    } else {
+      double sum = 0;
+      for (double x : mine) sum += x;
+      out[static_cast<size_t>(d)] = sum / static_cast<double>(mine.size());
+    }
+  }
+  return out;
+}
+
+// |got - want| <= rel * scale for every document, scale = the largest |score| of the reference (errors of a
+// dot product scale with the magnitudes of its terms, not with its possibly cancelled result). Infinite
+// entries (documents without chunks) must match exactly.
+template <typename T>
+void check_close(const std::vector<float>& got, const std::vector<T>& want, double rel) {
+  REQUIRE(got.size() == want.size());
+  double scale = 0;
+  for (T w : want) {
+    if (std::isfinite(static_cast<double>(w))) scale = std::max(scale, std::fabs(static_cast<double>(w)));
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double w = static_cast<double>(want[i]);
+    if (!std::isfinite(w)) {
+      CHECK(static_cast<double>(got[i]) == w);
+      continue;
+    }
+    const double err = std::fabs(static_cast<double>(got[i]) - w);
+    if (err > rel * scale) {
+      FAIL_CHECK("document " << i << ": got " << got[i] << ", want " << w << ", |err| " << err << " > " << rel
+                             << " x scale " << scale);
+    }
+  }
+}
+
+const std::vector<RouterReductions>& all_reductions() {
+  static const std::vector<RouterReductions> all = [] {
+    std::vector<RouterReductions> v;
+    for (HeadReduce h : {HeadReduce::kMean, HeadReduce::kMax}) {
+      for (QueryReduce q : {QueryReduce::kMax, QueryReduce::kMean, QueryReduce::kLast}) {
+        for (ChunkReduce c : {ChunkReduce::kMax, ChunkReduce::kMean}) v.push_back({h, q, c});
+      }
+    }
+    return v;
+  }();
+  return all;
+}
+
+std::string describe(const RouterReductions& r) {
+  return std::string("head ") + msa::head_reduce_name(r.head) + ", query " + msa::query_reduce_name(r.query) +
+         ", chunk " + msa::chunk_reduce_name(r.chunk);
+}
+
+std::vector<CpuIsa> isas() {
+  std::vector<CpuIsa> v = {CpuIsa::kScalar};
+  if (msa::router::avx2_score_kernels_supported()) v.push_back(CpuIsa::kAvx2);
+  return v;
+}
+
+// Shapes that reach every kernel path: inner (<= 4 rows) and outer (even and odd panel counts, partial panels),
+// n_kv_heads = 1 and = n_heads, odd head_dim, inner lengths below and above the 256-float slice.
+const std::vector<Shape> kShapes = {
+    {5, 8, 2, 16},    // collapsed: 5 rows, 1 panel; per head: 20 rows, 3 panels
+    {64, 32, 8, 128}, // MSA-4B shape: collapsed 64 rows x 1024 (4 slices)
+    {3, 4, 1, 33},    // n_kv_heads = 1, odd head_dim
+    {7, 6, 6, 17},    // n_kv_heads = n_heads (no grouping), odd head_dim
+    {1, 4, 2, 8},     // one routing token
+    {13, 12, 3, 31},  // odd everything: 13 rows (2 panels, second partial)
+    {2, 16, 2, 65},   // per head: 16 rows (2 full panels); collapsed: 130 wide
+    {9, 2, 1, 300},   // collapsed inner length 300 > slice of 256
+};
+
+}  // namespace
+
+TEST_CASE("GQA-collapsed head mean equals the per-head path", "[router]") {
+  uint32_t seed = 1;
+  for (const Shape& s : kShapes) {
+    const Corpus c = make_corpus(23, 9, s.kv_heads * s.head_dim, seed++);
+    const std::vector<float> q = make_query(s, seed++);
+    for (const RouterReductions& r : all_reductions()) {
+      if (r.head != HeadReduce::kMean) continue;
+      std::vector<float> ref;
+      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.index, c.n_documents, r, &ref).ok());
+      for (CpuIsa isa : isas()) {
+        INFO(describe(s) << ", " << describe(r) << ", isa " << static_cast<int>(isa));
+        msa::RouterOptions opt;
+        opt.isa = isa;
+        std::vector<float> got;
+        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        check_close(got, ref, 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("Every reduction combination matches a naive double implementation", "[router]") {
+  uint32_t seed = 100;
+  for (const Shape& s : kShapes) {
+    // Two documents without chunks at the end: they score -inf under every reduction.
+    const Corpus c = make_corpus(17, 7, s.kv_heads * s.head_dim, seed++, 2);
+    const std::vector<float> q = make_query(s, seed++);
+    for (const RouterReductions& r : all_reductions()) {
+      const std::vector<double> want = naive_scores(s, q, c, r);
+      std::vector<float> per_head;
+      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.index, c.n_documents, r, &per_head).ok());
+      {
+        INFO(describe(s) << ", " << describe(r) << ", per-head reference");
+        check_close(per_head, want, 1e-5);
+      }
+      for (CpuIsa isa : isas()) {
+        INFO(describe(s) << ", " << describe(r) << ", isa " << static_cast<int>(isa));
+        msa::RouterOptions opt;
+        opt.isa = isa;
+        std::vector<float> got;
+        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        check_close(got, want, 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("Scores are bitwise independent of the thread count", "[router]") {
+  // 1000+ chunks = 11+ blocks of 96, with a partial last block.
+  const Shape s{11, 8, 2, 24};
+  const Corpus c = make_corpus(300, 7, s.kv_heads * s.head_dim, 7);
+  REQUIRE(c.index.n_chunks() > 1000);
+  const std::vector<float> q = make_query(s, 8);
+  msa::ThreadPool p1(1), p2(2), p3(3);
+  for (CpuIsa isa : isas()) {
+    for (const RouterReductions& r : all_reductions()) {
+      INFO(describe(r) << ", isa " << static_cast<int>(isa));
+      std::vector<std::vector<float>> results;
+      for (msa::ThreadPool* pool : {&p1, &p2, &p3}) {
+        msa::RouterOptions opt;
+        opt.isa = isa;
+        opt.pool = pool;
+        std::vector<float> got;
+        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        results.push_back(got);
+      }
+      for (size_t i = 1; i < results.size(); ++i) {
+        REQUIRE(results[i].size() == results[0].size());
+        CHECK(std::memcmp(results[i].data(), results[0].data(), results[0].size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("A chunk's score does not depend on its neighbours (block and tile position)", "[router]") {
+  // Scoring a prefix of the index must give the prefix's documents the same bits as scoring the whole index:
+  // the chunks land in different block/tile positions only at the prefix's end.
+  const Shape s{20, 8, 4, 16};
+  const Corpus c = make_corpus(150, 4, s.kv_heads * s.head_dim, 11);
+  const std::vector<float> q = make_query(s, 12);
+  for (CpuIsa isa : isas()) {
+    for (const RouterReductions& r : all_reductions()) {
+      INFO(describe(r) << ", isa " << static_cast<int>(isa));
+      msa::RouterOptions opt;
+      opt.isa = isa;
+      std::vector<float> full;
+      REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &full, opt).ok());
+      // Cut after document 100 (chunk count not a multiple of any tile width, in general).
+      RoutingIndex prefix;
+      size_t n = 0;
+      while (n < c.index.chunk_doc.size() && c.index.chunk_doc[n] < 100) ++n;
+      prefix.chunk_doc.assign(c.index.chunk_doc.begin(), c.index.chunk_doc.begin() + static_cast<long>(n));
+      prefix.keys.assign(c.index.keys.begin(),
+                         c.index.keys.begin() + static_cast<long>(n * static_cast<size_t>(s.kv_heads * s.head_dim)));
+      std::vector<float> part;
+      REQUIRE(msa::score_documents(as_query(s, q), prefix, 100, r, &part, opt).ok());
+      CHECK(std::memcmp(part.data(), full.data(), 100 * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("score_documents rejects bad input with a message", "[router]") {
+  const Shape s{2, 4, 2, 8};
+  const Corpus c = make_corpus(3, 2, 16, 3);
+  const std::vector<float> q = make_query(s, 4);
+  const RouterReductions r;
+  std::vector<float> out;
+  auto expect_invalid = [&](RouterQuery rq, const RoutingIndex& idx, int64_t n_docs, const RouterReductions& red,
+                            std::vector<float>* o) {
+    const msa::Status st = msa::score_documents(rq, idx, n_docs, red, o);
+    CHECK(st.code() == StatusCode::kInvalidArgument);
+    CHECK_FALSE(st.message().empty());
+    CHECK(msa::score_documents_per_head(rq, idx, n_docs, red, o).code() == StatusCode::kInvalidArgument);
+  };
+  RouterQuery good = as_query(s, q);
+  REQUIRE(msa::score_documents(good, c.index, c.n_documents, r, &out).ok());
+  CHECK(out.size() == 3);
+
+  expect_invalid(good, c.index, c.n_documents, r, nullptr);
+  RouterQuery bad = good;
+  bad.q = nullptr;
+  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  bad = good;
+  bad.n_tokens = 0;
+  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  bad = good;
+  bad.n_kv_heads = 3;  // 4 % 3 != 0
+  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  bad = good;
+  bad.head_dim = 4;  // width 8 != the index's 16
+  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  bad = good;
+  bad.n_heads = 0;
+  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  expect_invalid(good, c.index, c.n_documents - 1, r, &out);  // chunk_doc names a document past the end
+  RoutingIndex torn = c.index;
+  torn.keys.pop_back();
+  expect_invalid(good, torn, c.n_documents, r, &out);
+  RouterReductions weird;
+  weird.query = static_cast<QueryReduce>(7);
+  expect_invalid(good, c.index, c.n_documents, weird, &out);
+
+  // An empty index scores every document -inf; no documents gives no scores.
+  RoutingIndex empty;
+  REQUIRE(msa::score_documents(good, empty, 2, r, &out).ok());
+  CHECK(out == std::vector<float>(2, -std::numeric_limits<float>::infinity()));
+  REQUIRE(msa::score_documents(good, empty, 0, r, &out).ok());
+  CHECK(out.empty());
+}
+
+TEST_CASE("NaN in the routing keys propagates through max and mean", "[router]") {
+  const Shape s{3, 4, 2, 8};
+  Corpus c = make_corpus(4, 3, 16, 21);
+  c.index.keys[5] = std::nanf("");  // chunk 0, which belongs to document 0
+  const std::vector<float> q = make_query(s, 22);
+  for (CpuIsa isa : isas()) {
+    for (const RouterReductions& r : all_reductions()) {
+      INFO(describe(r));
+      msa::RouterOptions opt;
+      opt.isa = isa;
+      std::vector<float> got;
+      REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+      CHECK(std::isnan(got[0]));
+      for (size_t d = 1; d < got.size(); ++d) CHECK(std::isfinite(got[d]));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ top-k
+
+namespace {
+
+// A bank whose documents have the given ids (one chunk each, width 2).
+std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids) {
+  msa::ModelConfig cfg;
+  cfg.num_hidden_layers = 1;
+  cfg.num_attention_heads = 1;
+  cfg.num_key_value_heads = 1;
+  cfg.head_dim = 2;
+  cfg.msa.present = true;
+  cfg.msa.router_layers = {0};
+  cfg.msa.pooling_kernel_size = 4;
+  std::unique_ptr<msa::MemoryBank> bank;
+  REQUIRE(msa::MemoryBank::create(cfg, {std::vector<float>(6)}, {std::vector<float>(6)}, &bank).ok());
+  std::vector<msa::DocumentRecord> docs;
+  std::vector<msa::PooledDocument> pooled;
+  for (uint64_t id : ids) {
+    msa::DocumentRecord d;
+    d.id = id;
+    d.n_tokens = 3;
+    msa::PooledDocument p;
+    p.n_tokens = 3;
+    p.n_chunks = 1;
+    p.k = p.v = p.rk = {std::vector<float>(2, 0.25f)};
+    docs.push_back(d);
+    pooled.push_back(p);
+  }
+  REQUIRE(bank->add(docs, pooled).ok());
+  return bank;
+}
+
+std::vector<uint64_t> ids_of(const std::vector<msa::ScoredDocument>& v) {
+  std::vector<uint64_t> ids;
+  for (const auto& d : v) ids.push_back(d.id);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("select_top_k orders by score desc, then id asc", "[router]") {
+  // Index:        0    1    2    3    4    5
+  auto bank = bank_with_ids({50, 7, 31, 2, 90, 8});
+  const std::vector<float> scores = {0.5f, 0.9f, 0.5f, 0.5f, 0.1f, 0.9f};
+  std::vector<msa::ScoredDocument> top;
+  REQUIRE(msa::select_top_k(scores, *bank, 4, &top).ok());
+  // 0.9: ids 7, 8; 0.5: ids 2, 31, 50 -> the boundary tie keeps the lowest id (2).
+  CHECK(ids_of(top) == std::vector<uint64_t>{7, 8, 2, 31});
+  CHECK(top[0].index == 1);
+  CHECK(top[1].index == 5);
+  CHECK(top[2].index == 3);
+  CHECK(top[3].score == 0.5f);
+
+  // k > n_documents: all of them, never an invented document.
+  REQUIRE(msa::select_top_k(scores, *bank, 100, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{7, 8, 2, 31, 50, 90});
+
+  // k = 0, negative k, size mismatch, null out.
+  CHECK(msa::select_top_k(scores, *bank, 0, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k(scores, *bank, -3, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k({0.1f}, *bank, 2, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k(scores, *bank, 2, nullptr).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("select_top_k ranks NaN below every number, -inf included", "[router]") {
+  auto bank = bank_with_ids({1, 2, 3, 4, 5});
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> scores = {nan, -inf, nan, -1e30f, inf};
+  std::vector<msa::ScoredDocument> top;
+  REQUIRE(msa::select_top_k(scores, *bank, 3, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{5, 4, 2});
+  REQUIRE(msa::select_top_k(scores, *bank, 5, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{5, 4, 2, 1, 3});
+  // Signed zeros tie and fall back to ids.
+  auto bank2 = bank_with_ids({9, 4});
+  REQUIRE(msa::select_top_k({0.0f, -0.0f}, *bank2, 2, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{4, 9});
+}
+
+TEST_CASE("select_top_k agrees with a full sort on many random tied scores", "[router]") {
+  std::mt19937 rng(5);
+  std::vector<uint64_t> ids(500);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = (i * 7919) % 1000;  // distinct, not in index order
+  auto bank = bank_with_ids(ids);
+  std::uniform_int_distribution<int> level(0, 20);  // few distinct values: many ties
+  std::vector<float> scores(ids.size());
+  for (float& x : scores) x = static_cast<float>(level(rng)) * 0.125f;
+  std::vector<size_t> order(ids.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return scores[a] != scores[b] ? scores[a] > scores[b] : ids[a] < ids[b];
+  });
+  for (int64_t k : {1, 16, 77, 500}) {
+    std::vector<msa::ScoredDocument> top;
+    REQUIRE(msa::select_top_k(scores, *bank, k, &top).ok());
+    REQUIRE(top.size() == static_cast<size_t>(k));
+    for (size_t i = 0; i < top.size(); ++i) CHECK(top[i].index == static_cast<int64_t>(order[i]));
+  }
+}
