@@ -1,0 +1,77 @@
+/* End-to-end through the C API from a C99 program: write a random checkpoint, load it, read its info,
+ * compute logits, and check the error paths (NULL arguments, a missing directory, a small buffer).
+ * usage: test_model_c99 <tests/data dir> */
+#include <msa/msa.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, msa_last_error()); \
+      failures++;                                                     \
+    }                                                                 \
+  } while (0)
+
+int main(int argc, char **argv) {
+  char dir[4096];
+  msa_checkpoint_params cp;
+  msa_model_params mp;
+  msa_model *model = NULL;
+  msa_model_desc desc;
+  float *logits;
+  int32_t tokens[4] = {151644, 872, 198, 9707};
+  (void)argc;
+  (void)argv;
+
+  CHECK(strlen(msa_version()) >= 5);
+  CHECK(msa_version_number() == MSA_VERSION_MAJOR * 10000u + MSA_VERSION_MINOR * 100u + MSA_VERSION_PATCH);
+  CHECK(strcmp(msa_status_string(MSA_ERR_TRUNCATED), "MSA_ERR_TRUNCATED") == 0);
+
+  snprintf(dir, sizeof dir, "c99_micro_model");
+  msa_checkpoint_params_init(&cp);
+  cp.preset = "micro";
+  cp.seed = 3;
+  CHECK(msa_checkpoint_init(&cp, dir) == MSA_OK);
+  cp.preset = "no-such-preset";
+  CHECK(msa_checkpoint_init(&cp, dir) == MSA_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(msa_last_error(), "no-such-preset") != NULL);
+
+  msa_model_params_init(&mp);
+  mp.load_tokenizer = 0;
+  CHECK(msa_model_load(NULL, &mp, &model) == MSA_ERR_INVALID_ARGUMENT);
+  CHECK(model == NULL);
+  CHECK(msa_model_load("does-not-exist", &mp, &model) == MSA_ERR_IO);
+  CHECK(strstr(msa_last_error(), "does-not-exist") != NULL);
+  CHECK(msa_model_load(dir, &mp, &model) == MSA_OK);
+  if (!model) return 1;
+
+  memset(&desc, 0, sizeof desc);
+  desc.struct_size = sizeof desc;
+  CHECK(msa_model_info(model, &desc) == MSA_OK);
+  CHECK(desc.vocab_size == 151936);
+  CHECK(desc.n_layers == 2);
+  CHECK(desc.n_router_layers == 1);
+  CHECK(strcmp(desc.weight_dtype, "BF16") == 0);
+  CHECK(desc.n_parameters > 0);
+
+  logits = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
+  CHECK(logits != NULL);
+  CHECK(msa_model_logits(model, tokens, 4, logits, desc.vocab_size) == MSA_OK);
+  CHECK(msa_model_logits(model, tokens, 4, logits, 10) == MSA_ERR_BUFFER_TOO_SMALL);
+  CHECK(msa_model_logits(model, tokens, 0, logits, desc.vocab_size) == MSA_ERR_INVALID_ARGUMENT);
+  tokens[0] = -1;
+  CHECK(msa_model_logits(model, tokens, 4, logits, desc.vocab_size) == MSA_ERR_INVALID_ARGUMENT);
+  free(logits);
+  msa_model_free(model);
+  msa_model_free(NULL);
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("test_model_c99: all checks passed\n");
+  return 0;
+}
