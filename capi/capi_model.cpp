@@ -95,6 +95,12 @@ MSA_API msa_status msa_model_logits(const msa_model* model, const int32_t* token
   });
 }
 
+MSA_API const msa_tokenizer* msa_model_tokenizer(const msa_model* model) {
+  if (!model || !model->model->tokenizer()) return nullptr;
+  // Handle convention of capi_tokenizer.cpp: a msa_tokenizer* is a msa::Tokenizer*.
+  return reinterpret_cast<const msa_tokenizer*>(model->model->tokenizer());
+}
+
 MSA_API void msa_checkpoint_params_init(msa_checkpoint_params* params) {
   if (!params) return;
   std::memset(params, 0, sizeof *params);

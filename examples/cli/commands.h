@@ -6,3 +6,5 @@ int cmd_logits(int argc, char** argv);
 int cmd_init_model(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_detokenize(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_route(int argc, char** argv);

@@ -19,6 +19,10 @@ const Command kCommands[] = {
     {"logits", cmd_logits, "logits --model DIR --tokens 1,2,3       top-5 logits of the last position"},
     {"init-model", cmd_init_model,
      "init-model --preset micro|tiny|msa-4b-shape [--seed N] [--tokenizer DIR] [--msa-config JSON] --out DIR"},
+    {"generate", cmd_generate,
+     "generate --model DIR [--docs FILE] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
+     "           [--interleave on|off] [--max-rounds N] [--json]   encode FILE into memory and answer"},
+    {"route", cmd_route, "route --model DIR --docs FILE --prompt TEXT [--top-k N] [--json]   top-k documents per layer"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE               JSON Lines strings on stdin -> id arrays"},
     {"detokenize", cmd_detokenize, "detokenize --tokenizer FILE             JSON Lines id arrays on stdin -> strings"},
 };

@@ -288,6 +288,159 @@ MSA_API void msa_detokenizer_free(msa_detokenizer *detokenizer);
 
 /* ================================================================ end of tokenizer */
 
+/* ================================================================ memory banks
+ * A memory bank holds a corpus encoded once by the model (MSA stage 1): per document its text and token
+ * count, and per router layer the pooled routing keys (device tier) and pooled K/V pages (host tier).
+ * Thread-safety: a bank may be read by several threads at once (msa_generate, msa_route, msa_memory_stats);
+ * msa_memory_add_documents takes the bank's writer lock and waits for running readers. A bank must not be
+ * freed while another call uses it. A bank keeps a pointer to its model: free the bank first. */
+
+typedef struct msa_memory msa_memory;
+
+typedef struct msa_memory_params {
+  uint32_t struct_size;  /* sizeof(msa_memory_params), set by msa_memory_params_init */
+  int32_t batch_tokens;  /* tokens per packed encoding forward; default 4096 */
+} msa_memory_params;
+
+/* Fills defaults. `params` must not be NULL. Thread-safe. */
+MSA_API void msa_memory_params_init(msa_memory_params *params);
+
+/* Creates an empty bank for `model` (computes the template-prefix K/V of every layer). `params` may be
+ * NULL. The model must be an MSA checkpoint with a tokenizer. Release with msa_memory_free.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, batch_tokens <= 0, a model without router layers or tokenizer),
+ * MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
+MSA_API msa_status msa_memory_create(const msa_model *model, const msa_memory_params *params,
+                                     msa_memory **out_memory);
+
+/* Releases a bank. NULL is accepted. */
+MSA_API void msa_memory_free(msa_memory *memory);
+
+typedef struct msa_document {
+  const char *text;  /* UTF-8, `text_len` bytes (need not be NUL-terminated) */
+  size_t text_len;
+  uint64_t id;       /* the document's id (it is written into the encoded document as "[id]. ") */
+  int32_t has_id;    /* 0: the bank assigns the next id (largest id so far + 1, 0 for an empty bank) */
+} msa_document;
+
+/* Progress of msa_memory_add_documents; return non-zero to cancel. Called on the calling thread. */
+typedef int (*msa_progress_callback)(int64_t documents_done, int64_t documents_total, int64_t tokens_done,
+                                     int64_t tokens_total, void *user_data);
+
+/* Encodes `n_docs` documents and adds them to the bank, atomically: on any error (including cancellation)
+ * nothing is added. `progress` may be NULL. `out_ids` (may be NULL) receives the n_docs ids used.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, n_docs == 0, an empty document, a duplicate id — in the call or
+ * already in the bank), MSA_ERR_INVALID_UTF8 (a document is not valid UTF-8), MSA_ERR_CONTEXT_OVERFLOW (a
+ * document longer than the model's positions; the message gives the limit), MSA_ERR_CANCELLED.
+ * Thread-safety: takes the bank's writer lock. */
+MSA_API msa_status msa_memory_add_documents(msa_memory *memory, const msa_document *docs, size_t n_docs,
+                                            msa_progress_callback progress, void *user_data,
+                                            uint64_t *out_ids);
+
+typedef struct msa_memory_usage {
+  uint32_t struct_size;   /* caller sets sizeof(msa_memory_usage) */
+  int64_t n_documents;
+  int64_t n_chunks;       /* pooled chunks per router layer */
+  int64_t n_tokens;       /* encoded tokens of all documents */
+  int64_t routing_bytes;  /* device tier: routing keys of all router layers */
+  int64_t content_bytes;  /* host tier: pooled K/V pages of all router layers */
+  int64_t text_bytes;     /* document texts kept for Memory Interleave */
+} msa_memory_usage;
+
+/* Fills `usage`. Errors: MSA_ERR_INVALID_ARGUMENT. Thread-safe (shared lock). */
+MSA_API msa_status msa_memory_stats(const msa_memory *memory, msa_memory_usage *usage);
+
+/* ================================================================ generation
+ * msa_generate answers a prompt over a memory bank: stage 2 routes the question in every router layer to
+ * the top-k documents and attends over [template; their pooled K/V; question], stage 3 decodes. With
+ * interleave on, the Memory Interleave protocol runs inside the call: the model names documents "[n]",
+ * their texts are injected and the next round routes again, until "<End-of-Retrieve>"; then the question is
+ * restated and the answer generated. Thread-safety: a model and a bank may be used by several msa_generate
+ * calls on different threads at once; each call has its own state. */
+
+typedef struct msa_generate_params {
+  uint32_t struct_size;   /* sizeof(msa_generate_params), set by msa_generate_params_init */
+  int32_t top_k;          /* documents per router layer (default 16); k = min(top_k, documents) */
+  int32_t max_new_tokens; /* tokens to sample over the whole call (default 256), > 0 */
+  float temperature;      /* < 0 (default): the checkpoint's generation_config.json; 0: greedy */
+  float top_p;            /* used when temperature > 0; < 0 (default): generation_config.json */
+  int32_t sampling_top_k; /* used when temperature > 0; < 0 (default): generation_config.json; 0: off */
+  uint64_t seed;          /* sampling seed (default 0) */
+  int32_t interleave;     /* non-zero (default): Memory Interleave; 0: plain routing + decoding */
+  int32_t max_rounds;     /* interleave rounds per call (default 4) */
+  int32_t first_position; /* RoPE position of the first prompt token; < 0 (default): 3 + top_k */
+} msa_generate_params;
+
+/* Fills defaults. `params` must not be NULL. Thread-safe. */
+MSA_API void msa_generate_params_init(msa_generate_params *params);
+
+/* Receives generated text as it is produced: `piece` holds `len` bytes of UTF-8 (never a partial
+ * character; not NUL-terminated). Return non-zero to stop generation (the call returns MSA_ERR_CANCELLED
+ * and its result holds what was generated so far). Called on the calling thread. */
+typedef int (*msa_token_callback)(const char *piece, size_t len, void *user_data);
+
+typedef struct msa_result msa_result;
+
+/* Generates an answer to `prompt` (UTF-8, NUL-terminated). `memory` may be NULL (plain generation, no
+ * routing, no interleave). `params` may be NULL for defaults; `on_token` may be NULL. On success and on
+ * MSA_ERR_CANCELLED, *out_result owns a result (free it with msa_result_free); otherwise it is NULL.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL model/prompt/out_result, an empty prompt, top_k <= 0,
+ * max_new_tokens <= 0, max_rounds <= 0, bad sampling values, a bank of another model), MSA_ERR_INVALID_UTF8,
+ * MSA_ERR_CONTEXT_OVERFLOW (the prompt does not fit the model's positions), MSA_ERR_CANCELLED,
+ * MSA_ERR_TOKENIZER (model loaded without tokenizer). */
+MSA_API msa_status msa_generate(const msa_model *model, const msa_memory *memory, const char *prompt,
+                                const msa_generate_params *params, msa_token_callback on_token, void *user_data,
+                                msa_result **out_result);
+
+/* Retrieval only: routes `prompt` in every router layer (stage 2 without decoding) and returns the top-k
+ * documents and the scores of every layer in a result. Uses params->top_k and first_position only.
+ * Errors: as msa_generate, and MSA_ERR_INVALID_ARGUMENT when `memory` is NULL. */
+MSA_API msa_status msa_route(const msa_model *model, const msa_memory *memory, const char *prompt,
+                             const msa_generate_params *params, msa_result **out_result);
+
+/* Result accessors. Returned pointers are owned by the result and valid until msa_result_free. All accept
+ * a NULL result (returning "" / 0). Thread-safe on a result that is not being freed. */
+
+/* The answer: plain mode, everything generated; interleave mode, the text after "The answer to the
+ * question is:" (or everything generated after the question restatement). NUL-terminated UTF-8. */
+MSA_API const char *msa_result_text(const msa_result *result);
+/* Everything the model generated in this call, all rounds, special tokens kept. */
+MSA_API const char *msa_result_generated_text(const msa_result *result);
+/* The final round's full sequence from the question block on (documents injected, special tokens kept). */
+MSA_API const char *msa_result_transcript(const msa_result *result);
+/* Sampled token ids of the whole call (a final EOS included); *ids may be NULL when only the count is wanted. */
+MSA_API int64_t msa_result_tokens(const msa_result *result, const int32_t **ids);
+/* Interleave rounds (1 in plain mode) and the document ids read (injected) at the end of round `round`
+ * (0-based); returns the count, -1 for a round out of range. */
+MSA_API int32_t msa_result_n_rounds(const msa_result *result);
+MSA_API int64_t msa_result_round_documents(const msa_result *result, int32_t round, const uint64_t **ids);
+/* Router layers of the first round's routing (0 without a bank). `slot` is 0..n-1; the decoder layer index
+ * is returned by msa_result_router_layer. The top-k document ids and their scores, best first. */
+MSA_API int32_t msa_result_n_router_layers(const msa_result *result);
+MSA_API int32_t msa_result_router_layer(const msa_result *result, int32_t slot);
+MSA_API int64_t msa_result_layer_topk(const msa_result *result, int32_t slot, const uint64_t **ids,
+                                      const float **scores);
+
+typedef struct msa_timings {
+  uint32_t struct_size;        /* caller sets sizeof(msa_timings) */
+  double prefill_ms;           /* first round's prompt prefill (with routing) */
+  double ttft_ms;              /* call start to first sampled token */
+  double decode_ms;            /* single-token decode steps */
+  double decode_tokens_per_s;
+  double total_ms;
+  int64_t prompt_tokens;       /* first round's prompt */
+  int64_t generated_tokens;
+} msa_timings;
+
+/* Fills `timings`. Errors: MSA_ERR_INVALID_ARGUMENT. */
+MSA_API msa_status msa_result_timings(const msa_result *result, msa_timings *timings);
+
+/* Why generation stopped: "eos", "max_new_tokens", "context_limit", "max_rounds", "cancelled", "answer",
+ * or "" (route results). */
+MSA_API const char *msa_result_stop_reason(const msa_result *result);
+
+/* Releases a result. NULL is accepted. */
+MSA_API void msa_result_free(msa_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,199 @@
+// msa generate / msa route: encode a documents file into memory, then answer (or only route) a prompt.
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "memory_util.h"
+
+namespace {
+
+struct Common {
+  std::string model, docs, prompt;
+  msa_generate_params params;
+  bool json = false;
+};
+
+bool parse_int(const std::string& s, long lo, long hi, long* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (*end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+// Parses the options shared by generate and route; returns 0 or an exit code.
+int parse_common(const char* cmd, cli::Args& a, const char* usage, bool generate, Common* c) {
+  c->model = a.get("--model");
+  c->docs = a.get("--docs");
+  c->prompt = a.get("--prompt");
+  std::string top_k = a.get("--top-k", "16");
+  std::string max_new = generate ? a.get("--max-new-tokens", "256") : "1";
+  std::string temp = generate ? a.get("--temperature") : "";
+  std::string seed = generate ? a.get("--seed", "0") : "0";
+  std::string inter = generate ? a.get("--interleave", "on") : "off";
+  std::string rounds = generate ? a.get("--max-rounds", "4") : "4";
+  c->json = a.has("--json");
+  if (int rc = cli::check_args(cmd, a, usage)) return rc;
+  if (c->model.empty() || c->prompt.empty()) return cli::usage_error(cmd, "--model and --prompt are required", usage);
+  msa_generate_params_init(&c->params);
+  long v = 0;
+  if (!parse_int(top_k, 0, 1 << 30, &v)) return cli::usage_error(cmd, "--top-k must be an integer", usage);
+  c->params.top_k = static_cast<int32_t>(v);
+  if (!parse_int(max_new, 0, 1 << 30, &v)) return cli::usage_error(cmd, "--max-new-tokens must be an integer", usage);
+  c->params.max_new_tokens = static_cast<int32_t>(v);
+  if (!parse_int(rounds, 0, 1 << 20, &v)) return cli::usage_error(cmd, "--max-rounds must be an integer", usage);
+  c->params.max_rounds = static_cast<int32_t>(v);
+  if (!temp.empty()) {
+    char* end = nullptr;
+    c->params.temperature = std::strtof(temp.c_str(), &end);
+    if (*end != '\0') return cli::usage_error(cmd, "--temperature must be a number", usage);
+  }
+  char* end = nullptr;
+  c->params.seed = std::strtoull(seed.c_str(), &end, 10);
+  if (seed.empty() || *end != '\0') return cli::usage_error(cmd, "--seed must be an integer", usage);
+  if (inter != "on" && inter != "off") return cli::usage_error(cmd, "--interleave must be on or off", usage);
+  c->params.interleave = inter == "on";
+  return 0;
+}
+
+int stream_piece(const char* piece, size_t len, void*) {
+  std::fwrite(piece, 1, len, stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
+nlohmann::json layers_json(const msa_result* r) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (int32_t s = 0; s < msa_result_n_router_layers(r); ++s) {
+    const uint64_t* ids = nullptr;
+    const float* scores = nullptr;
+    int64_t n = msa_result_layer_topk(r, s, &ids, &scores);
+    nlohmann::json l = {{"layer", msa_result_router_layer(r, s)}, {"ids", nlohmann::json::array()},
+                        {"scores", nlohmann::json::array()}};
+    for (int64_t i = 0; i < n; ++i) {
+      l["ids"].push_back(ids[i]);
+      l["scores"].push_back(scores[i]);
+    }
+    layers.push_back(l);
+  }
+  return layers;
+}
+
+// Loads the model and, when --docs is given, builds the memory. Returns 0 or an exit code.
+int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem) {
+  msa_status st = msa_model_load(c.model.c_str(), nullptr, model);
+  if (st != MSA_OK) return cli::fail(cmd, st);
+  if (c.docs.empty()) return 0;
+  cli::DocFile docs;
+  std::string err;
+  if (!cli::read_documents(c.docs, &docs, &err)) {
+    std::fprintf(stderr, "msa %s: %s\n", cmd, err.c_str());
+    return 1;
+  }
+  return cli::build_memory(cmd, *model, docs, mem, false);
+}
+
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  const char* usage =
+      "generate --model DIR [--docs FILE] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
+      "                    [--interleave on|off] [--max-rounds N] [--json]";
+  cli::Args a(argc, argv);
+  Common c;
+  if (int rc = parse_common("generate", a, usage, true, &c)) return rc;
+  msa_model* model = nullptr;
+  msa_memory* mem = nullptr;
+  int rc = setup("generate", c, &model, &mem);
+  if (rc) {
+    msa_model_free(model);
+    return rc;
+  }
+  msa_result* r = nullptr;
+  msa_status st = msa_generate(model, mem, c.prompt.c_str(), &c.params, c.json ? nullptr : stream_piece, nullptr, &r);
+  if (st != MSA_OK) {
+    rc = cli::fail("generate", st);
+  } else {
+    msa_timings t;
+    t.struct_size = sizeof t;
+    msa_result_timings(r, &t);
+    msa_memory_usage u;
+    u.struct_size = sizeof u;
+    bool have_mem = mem && msa_memory_stats(mem, &u) == MSA_OK;
+    if (c.json) {
+      nlohmann::json out = {{"answer", msa_result_text(r)},
+                            {"generated_text", msa_result_generated_text(r)},
+                            {"transcript", msa_result_transcript(r)},
+                            {"stop_reason", msa_result_stop_reason(r)},
+                            {"layers", layers_json(r)},
+                            {"rounds", nlohmann::json::array()},
+                            {"timings",
+                             {{"prefill_ms", t.prefill_ms},
+                              {"ttft_ms", t.ttft_ms},
+                              {"decode_tokens_per_s", t.decode_tokens_per_s},
+                              {"total_ms", t.total_ms},
+                              {"prompt_tokens", t.prompt_tokens},
+                              {"generated_tokens", t.generated_tokens}}}};
+      const int32_t* ids = nullptr;
+      int64_t n = msa_result_tokens(r, &ids);
+      out["tokens"] = std::vector<int32_t>(ids, ids + n);
+      for (int32_t i = 0; i < msa_result_n_rounds(r); ++i) {
+        const uint64_t* d = nullptr;
+        int64_t nd = msa_result_round_documents(r, i, &d);
+        out["rounds"].push_back({{"documents_read", std::vector<uint64_t>(d, d + (nd > 0 ? nd : 0))}});
+      }
+      if (have_mem)
+        out["memory"] = {{"documents", u.n_documents}, {"chunks", u.n_chunks}, {"tokens", u.n_tokens},
+                         {"routing_bytes", u.routing_bytes}, {"content_bytes", u.content_bytes}};
+      std::printf("%s\n", out.dump(2).c_str());
+    } else {
+      std::printf("\n");
+      std::fprintf(stderr, "stop: %s; prompt %lld tokens, prefill %.1f ms, TTFT %.1f ms, decode %.1f tok/s\n",
+                   msa_result_stop_reason(r), static_cast<long long>(t.prompt_tokens), t.prefill_ms, t.ttft_ms,
+                   t.decode_tokens_per_s);
+    }
+  }
+  msa_result_free(r);
+  msa_memory_free(mem);
+  msa_model_free(model);
+  return rc;
+}
+
+int cmd_route(int argc, char** argv) {
+  const char* usage = "route --model DIR --docs FILE --prompt TEXT [--top-k N] [--json]";
+  cli::Args a(argc, argv);
+  Common c;
+  if (int rc = parse_common("route", a, usage, false, &c)) return rc;
+  if (c.docs.empty()) return cli::usage_error("route", "--docs is required", usage);
+  msa_model* model = nullptr;
+  msa_memory* mem = nullptr;
+  int rc = setup("route", c, &model, &mem);
+  msa_result* r = nullptr;
+  if (!rc) {
+    msa_status st = msa_route(model, mem, c.prompt.c_str(), &c.params, &r);
+    if (st != MSA_OK) {
+      rc = cli::fail("route", st);
+    } else if (c.json) {
+      std::printf("%s\n", nlohmann::json({{"layers", layers_json(r)}}).dump(2).c_str());
+    } else {
+      for (int32_t s = 0; s < msa_result_n_router_layers(r); ++s) {
+        const uint64_t* ids = nullptr;
+        const float* scores = nullptr;
+        int64_t n = msa_result_layer_topk(r, s, &ids, &scores);
+        std::printf("layer %d:", msa_result_router_layer(r, s));
+        for (int64_t i = 0; i < n; ++i)
+          std::printf(" [%llu] %.4f", static_cast<unsigned long long>(ids[i]), static_cast<double>(scores[i]));
+        std::printf("\n");
+      }
+    }
+  }
+  msa_result_free(r);
+  msa_memory_free(mem);
+  msa_model_free(model);
+  return rc;
+}
