@@ -3,6 +3,7 @@
 // Handle convention: a `msa_tokenizer*` IS a `msa::Tokenizer*` (the struct is never defined; pointers are
 // converted with to_handle/from_handle below). msa_model_tokenizer (capi_model.cpp) therefore returns
 // `reinterpret_cast<const msa_tokenizer*>(model->model->tokenizer())`.
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -104,19 +105,21 @@ MSA_API msa_status msa_tokenizer_info(const msa_tokenizer* tokenizer, msa_tokeni
   return guarded("msa_tokenizer_info", [&]() -> msa_status {
     MSA_CHECK_ARG(tokenizer, "msa_tokenizer_info", "tokenizer is NULL");
     MSA_CHECK_ARG(info, "msa_tokenizer_info", "info is NULL");
-    MSA_CHECK_ARG(info->struct_size >= sizeof(msa_tokenizer_desc), "msa_tokenizer_info",
-                  "info->struct_size is smaller than sizeof(msa_tokenizer_desc)");
+    // Fields are only appended: accept any size from the first release's on, fill what the caller has.
+    constexpr uint32_t kFirstReleaseSize = offsetof(msa_tokenizer_desc, max_token_bytes) + sizeof(int32_t);
+    MSA_CHECK_ARG(info->struct_size >= kFirstReleaseSize, "msa_tokenizer_info",
+                  "info->struct_size is smaller than any released msa_tokenizer_desc (set it to sizeof)");
     const msa::Tokenizer* t = from_handle(tokenizer);
     msa_tokenizer_desc d;
     std::memset(&d, 0, sizeof d);
-    d.struct_size = static_cast<uint32_t>(sizeof d);
+    d.struct_size = info->struct_size < sizeof d ? info->struct_size : static_cast<uint32_t>(sizeof d);
     d.vocab_size = t->vocab_size();
     d.n_added_tokens = static_cast<int32_t>(t->added_tokens().size());
     d.bos_id = t->bos_id();
     d.eos_id = t->eos_id();
     d.pad_id = t->pad_id();
     d.max_token_bytes = static_cast<int32_t>(t->max_token_bytes());
-    std::memcpy(info, &d, sizeof d);
+    std::memcpy(info, &d, d.struct_size);
     return to_c(msa::Status::Ok());
   });
 }

@@ -199,7 +199,8 @@ def build_corpus(rng):
                  "\u0915\u093c", "\u00c5\u0301", "q\u0307\u0323", "\u1e0b\u0323", "\u0344", "\u0340a",
                  "\U00011935\U00011930", "a\u0898\u0316", "\u0301\u0316", "x\u1ac1\u0316\u0301", "\u0d3b\u0d3c",
                  "\U0001d15e", "\u0f73", "\u0cc6\u0cc2\u0cd5", "\u0b47\u0b3e", "\u09c7\u09be", "\u1025\u102e",
-                 "\U000110a5\U000110ba", "\u3099\u304b", "\u304b\u3099", "\uff76\uff9e", "\u00e9\u0301"]
+                 "\U000110a5\U000110ba", "\u3099\u304b", "\u304b\u3099", "\uff76\uff9e", "\u00e9\u0301",
+                 "\x00\u0301", "\x00e\u0301", "'\u0301s", "\u0301\u0301\u0301a"]
     for s in nfc_cases:
         add("nfc", s)
         add("nfc", "word " + s + " word")
@@ -349,7 +350,10 @@ def main():
         sample += rng.sample(by_cat[cat], min(12, len(by_cat[cat])))
     with open(os.path.join(args.out, "cli_sample.jsonl"), "w", encoding="utf-8") as f:
         for r in sample:
-            f.write(json.dumps({"text": r["text"], "ids": r["ids"]}, ensure_ascii=False) + "\n")
+            rec = {"text": r["text"], "ids": r["ids"]}
+            if "decoded" in r:
+                rec["decoded"] = r["decoded"]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", "tokenizer")
     os.makedirs(seeds, exist_ok=True)
     for k, r in enumerate(rng.sample([r for r in records[:n_text] if len(r["text"]) < 300], 32)):

@@ -217,8 +217,9 @@ MSA_API msa_status msa_tokenizer_load(const char *tokenizer_json_path, msa_token
 /* Releases a tokenizer. NULL is accepted. No other call may be using it (nor a detokenizer made from it). */
 MSA_API void msa_tokenizer_free(msa_tokenizer *tokenizer);
 
-/* Fills `info` (info->struct_size must be at least sizeof(msa_tokenizer_desc)). Errors:
- * MSA_ERR_INVALID_ARGUMENT. Thread-safe. */
+/* Fills `info` up to info->struct_size bytes (set it to sizeof(msa_tokenizer_desc); fields are only ever
+ * appended). Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or struct_size smaller than the first release's
+ * size). Thread-safe. */
 MSA_API msa_status msa_tokenizer_info(const msa_tokenizer *tokenizer, msa_tokenizer_desc *info);
 
 /* Tokenizes text[0..text_len) into out_ids[0..cap); *out_n_ids receives the number of ids (also when it

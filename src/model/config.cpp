@@ -73,7 +73,8 @@ class Fields {
   }
 
   // A finite number (integer or float) in [lo, hi], or in (lo, hi] when `lo_open`.
-  Status get_double(const char* key, double def, double lo, double hi, double* out, bool lo_open = false) const {
+  Status get_double(const char* key, double def, double lo, double hi, double* out,
+                    bool lo_open = false) const {
     if (!has(key)) {
       *out = def;
       return Status::Ok();
@@ -137,7 +138,8 @@ class Fields {
   }
 
   // A string that must be one of `allowed`; returns its index.
-  Status get_choice(const char* key, const std::string& def, const std::vector<const char*>& allowed, size_t* out) const {
+  Status get_choice(const char* key, const std::string& def, const std::vector<const char*>& allowed,
+                    size_t* out) const {
     std::string s;
     MSA_RETURN_IF_ERROR(get_string(key, false, def, &s));
     for (size_t i = 0; i < allowed.size(); ++i) {
@@ -147,7 +149,8 @@ class Fields {
       }
     }
     std::string list;
-    for (size_t i = 0; i < allowed.size(); ++i) list += (i ? ", " : "") + std::string("\"") + allowed[i] + "\"";
+    for (size_t i = 0; i < allowed.size(); ++i)
+      list += (i ? ", " : "") + std::string("\"") + allowed[i] + "\"";
     return error(key, "= \"", s, "\" is not one of the allowed values: ", list);
   }
 
@@ -191,7 +194,8 @@ Status check_rope(const Fields& f, const char* key, const std::string& path) {
 
 Status parse_msa_block(const json& block, const std::string& path, int64_t num_layers, MsaConfig* m) {
   if (!block.is_object()) {
-    return Error(StatusCode::kConfig, path, ": field 'msa_config' must be an object, got ", block.type_name());
+    return Error(StatusCode::kConfig, path, ": field 'msa_config' must be an object, got ",
+                 block.type_name());
   }
   Fields f(block, path, "msa_config.");
   m->present = true;
@@ -218,7 +222,8 @@ Status parse_msa_block(const json& block, const std::string& path, int64_t num_l
 Status parse_model_config_impl(const std::string& text, const std::string& path, ModelConfig* out) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return Error(StatusCode::kConfig, path, ": not valid JSON");
-  if (!root.is_object()) return Error(StatusCode::kConfig, path, ": expected a JSON object, got ", root.type_name());
+  if (!root.is_object())
+    return Error(StatusCode::kConfig, path, ": expected a JSON object, got ", root.type_name());
   Fields f(root, path);
   ModelConfig c;
 
@@ -247,8 +252,8 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   if (c.num_attention_heads * c.head_dim > kMaxDim) {
-    return Error(StatusCode::kConfig, path, ": num_attention_heads x head_dim (", c.num_attention_heads, " x ",
-                 c.head_dim, ") is too large");
+    return Error(StatusCode::kConfig, path, ": num_attention_heads x head_dim (", c.num_attention_heads,
+                 " x ", c.head_dim, ") is too large");
   }
   constexpr double kHuge = 1e300;
   MSA_RETURN_IF_ERROR(f.get_double("rms_norm_eps", 1e-6, 0.0, 1.0, &c.rms_norm_eps, /*lo_open=*/true));
@@ -260,23 +265,26 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
   MSA_RETURN_IF_ERROR(f.get_double("rope_theta", theta_default, 0.0, kHuge, &c.rope_theta, /*lo_open=*/true));
   MSA_RETURN_IF_ERROR(check_rope(f, "rope_scaling", path));
   MSA_RETURN_IF_ERROR(check_rope(f, "rope_parameters", path));
-  MSA_RETURN_IF_ERROR(f.get_int("max_position_embeddings", false, 32768, 1, std::numeric_limits<int64_t>::max(),
-                                &c.max_position_embeddings));
+  MSA_RETURN_IF_ERROR(f.get_int("max_position_embeddings", false, 32768, 1,
+                                std::numeric_limits<int64_t>::max(), &c.max_position_embeddings));
   MSA_RETURN_IF_ERROR(f.get_bool("tie_word_embeddings", false, &c.tie_word_embeddings));
   MSA_RETURN_IF_ERROR(f.get_bool("attention_bias", false, &c.attention_bias));
   if (c.attention_bias) {
-    return Error(StatusCode::kUnsupported, path, ": attention_bias true is not supported (Qwen3 has no biases)");
+    return Error(StatusCode::kUnsupported, path,
+                 ": attention_bias true is not supported (Qwen3 has no biases)");
   }
   bool sliding = false;
   MSA_RETURN_IF_ERROR(f.get_bool("use_sliding_window", false, &sliding));
   if (sliding) return Error(StatusCode::kUnsupported, path, ": use_sliding_window true is not supported");
   MSA_RETURN_IF_ERROR(f.get_string("hidden_act", false, "silu", &c.hidden_act));
   if (c.hidden_act != "silu") {
-    return Error(StatusCode::kUnsupported, path, ": hidden_act \"", c.hidden_act, "\" is not supported (only silu)");
+    return Error(StatusCode::kUnsupported, path, ": hidden_act \"", c.hidden_act,
+                 "\" is not supported (only silu)");
   }
-  MSA_RETURN_IF_ERROR(f.get_string("torch_dtype", false, f.has("dtype") && f.at("dtype").is_string()
-                                                             ? f.at("dtype").get<std::string>()
-                                                             : std::string("bfloat16"),
+  MSA_RETURN_IF_ERROR(f.get_string("torch_dtype", false,
+                                   f.has("dtype") && f.at("dtype").is_string()
+                                       ? f.at("dtype").get<std::string>()
+                                       : std::string("bfloat16"),
                                    &c.torch_dtype));
   int64_t bos = -1;
   MSA_RETURN_IF_ERROR(f.get_int("bos_token_id", false, -1, 0, std::numeric_limits<int32_t>::max(), &bos));
@@ -284,7 +292,8 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
   MSA_RETURN_IF_ERROR(f.get_token_ids("eos_token_id", &c.eos_token_ids));
 
   if (c.model_type == "msa") {
-    if (!f.has("msa_config")) return f.error("msa_config", "is missing (required when model_type is \"msa\")");
+    if (!f.has("msa_config"))
+      return f.error("msa_config", "is missing (required when model_type is \"msa\")");
     MSA_RETURN_IF_ERROR(parse_msa_block(f.at("msa_config"), path, c.num_hidden_layers, &c.msa));
   }
   c.generation.eos_token_ids = c.eos_token_ids;
@@ -292,10 +301,12 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
   return Status::Ok();
 }
 
-Status parse_generation_config_impl(const std::string& text, const std::string& path, GenerationDefaults* out) {
+Status parse_generation_config_impl(const std::string& text, const std::string& path,
+                                    GenerationDefaults* out) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) return Error(StatusCode::kConfig, path, ": not valid JSON");
-  if (!root.is_object()) return Error(StatusCode::kConfig, path, ": expected a JSON object, got ", root.type_name());
+  if (!root.is_object())
+    return Error(StatusCode::kConfig, path, ": expected a JSON object, got ", root.type_name());
   Fields f(root, path);
   GenerationDefaults g;
   g.present = true;
@@ -341,13 +352,15 @@ Status parse_router_layer_idx(const std::string& spec, int64_t num_layers, std::
   size_t start = 0;
   while (true) {
     const size_t comma = spec.find(',', start);
-    const std::string item = trim(spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    const std::string item =
+        trim(spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (item.empty()) {
-      return Error(StatusCode::kConfig, "empty item in the layer list (expected \"all\" or indices like \"18,19,20\")");
+      return Error(StatusCode::kConfig,
+                   "empty item in the layer list (expected \"all\" or indices like \"18,19,20\")");
     }
     if (item.find_first_not_of("0123456789") != std::string::npos) {
-      return Error(StatusCode::kConfig, "item \"", item, "\" is not a layer index (expected \"all\" or indices like ",
-                   "\"18,19,20\")");
+      return Error(StatusCode::kConfig, "item \"", item,
+                   "\" is not a layer index (expected \"all\" or indices like ", "\"18,19,20\")");
     }
     // Digits only; strip leading zeros and bound the length so that stoll cannot overflow.
     const size_t nz = item.find_first_not_of('0');
@@ -375,7 +388,8 @@ Status parse_model_config(const std::string& json_text, const std::string& path,
   }
 }
 
-Status parse_generation_config(const std::string& json_text, const std::string& path, GenerationDefaults* out) {
+Status parse_generation_config(const std::string& json_text, const std::string& path,
+                               GenerationDefaults* out) {
   try {
     return parse_generation_config_impl(json_text, path, out);
   } catch (const std::bad_alloc&) {
@@ -407,7 +421,8 @@ Status load_model_config(const std::string& dir, ModelConfig* out) {
   }
   if (c.msa.present) {
     log(LogLevel::kInfo, cfg_path, ": aux_loss_method ", c.msa.aux_loss_method, " => routing scores are ",
-        c.msa.normalize_routing() ? "cosine (normalised)" : "dot products", c.msa.scale_routing() ? ", queries scaled by 128^-0.5" : "");
+        c.msa.normalize_routing() ? "cosine (normalised)" : "dot products",
+        c.msa.scale_routing() ? ", queries scaled by 128^-0.5" : "");
   }
   *out = std::move(c);
   return Status::Ok();

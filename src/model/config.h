@@ -18,7 +18,7 @@ enum class ChunkReduce { kMax, kMean };
 // msa_config with the *resave defaults* of spec §1.1 instead (router_layer_idx "all", top_k_docs 2,
 // pooling_kernel_size 2, decouple_router false, aux_loss_method "INFONCE", every reduce method "max").
 struct MsaConfig {
-  bool present = false;                 // false for a plain Qwen3 checkpoint (no routing possible)
+  bool present = false;                  // false for a plain Qwen3 checkpoint (no routing possible)
   std::string router_layer_idx = "all";  // as written in the file
   std::vector<int> router_layers;        // parsed, ascending, unique
   int pooling_kernel_size = 64;
@@ -85,7 +85,8 @@ Status parse_model_config(const std::string& json_text, const std::string& path,
 // Parses generation_config.json text (do_sample, temperature, top_p, top_k, eos_token_id as an int or a list,
 // pad_token_id; other keys are ignored). Sets out->present. Keys that are absent keep their defaults, except
 // eos_token_ids, which is left empty when absent. Errors: kConfig naming `path` and the field.
-Status parse_generation_config(const std::string& json_text, const std::string& path, GenerationDefaults* out);
+Status parse_generation_config(const std::string& json_text, const std::string& path,
+                               GenerationDefaults* out);
 
 // Reads <dir>/config.json and, when present, <dir>/generation_config.json (when that file has no
 // eos_token_id, or is absent, generation.eos_token_ids = the config's eos ids). Errors: kIo (config.json

@@ -164,8 +164,9 @@ int64_t forward_logits_size(const ModelConfig& config, const ForwardBatch& batch
 // must hold `logits_cap` >= forward_logits_size() floats (may be null for kNone).
 // Errors: kInvalidArgument (null pointers, n_tokens <= 0, a token id outside [0, vocab), bad logit rows,
 // a KV context of another shape or with layers holding different numbers of cached rows), kBufferTooSmall,
-// kShape/kDtype (weights that do not match the config), kOutOfMemory, or an observer's status. On error the
-// new rows are not left in `kv`.
+// kConfig (head counts that do not divide, odd head_dim), kShape/kDtype (weights that do not match the config),
+// kOutOfMemory, kInternal (an observer changed the cached rows), or an observer's own status. On error the new
+// rows are not left in `kv`.
 Status forward(const ModelWeights& weights, const ModelConfig& config, const ForwardBatch& batch, KVContext* kv,
                const ForwardOptions& options, ForwardWorkspace* workspace, float* logits, int64_t logits_cap);
 

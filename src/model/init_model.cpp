@@ -120,14 +120,19 @@ std::vector<TensorSpec> tensor_specs(const Shape& s, const std::vector<int>& rou
   const float h = static_cast<float>(s.hidden);
   const float qd = static_cast<float>(s.heads * s.head_dim);
   const float inter = static_cast<float>(s.intermediate);
-  t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, 0.0f, 1.0f});
+  // Scales chosen so that a random model does not just echo its input (tools/make_tiny_checkpoint.py uses the
+  // same): embeddings N(0, 0.5^2); the two projections writing into the residual stream (o_proj, down_proj)
+  // 4/sqrt(fan_in), so layer outputs dominate the token's own embedding; other linears 1/sqrt(fan_in).
+  constexpr float kEmbedStd = 0.5f, kResidualGain = 4.0f;
+  t.push_back({"model.embed_tokens.weight", {s.vocab, s.hidden}, 0.0f, kEmbedStd});
   for (int64_t i = 0; i < s.layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     t.push_back({p + "input_layernorm.weight", {s.hidden}, 1.0f, 0.1f});
     t.push_back({p + "self_attn.q_proj.weight", {s.heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
     t.push_back({p + "self_attn.k_proj.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
     t.push_back({p + "self_attn.v_proj.weight", {s.kv_heads * s.head_dim, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
-    t.push_back({p + "self_attn.o_proj.weight", {s.hidden, s.heads * s.head_dim}, 0.0f, 1.0f / std::sqrt(qd)});
+    t.push_back({p + "self_attn.o_proj.weight", {s.hidden, s.heads * s.head_dim}, 0.0f,
+                 kResidualGain / std::sqrt(qd)});
     t.push_back({p + "self_attn.q_norm.weight", {s.head_dim}, 1.0f, 0.1f});
     t.push_back({p + "self_attn.k_norm.weight", {s.head_dim}, 1.0f, 0.1f});
     if (decouple_router && router[static_cast<size_t>(i)]) {
@@ -139,7 +144,8 @@ std::vector<TensorSpec> tensor_specs(const Shape& s, const std::vector<int>& rou
     t.push_back({p + "post_attention_layernorm.weight", {s.hidden}, 1.0f, 0.1f});
     t.push_back({p + "mlp.gate_proj.weight", {s.intermediate, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
     t.push_back({p + "mlp.up_proj.weight", {s.intermediate, s.hidden}, 0.0f, 1.0f / std::sqrt(h)});
-    t.push_back({p + "mlp.down_proj.weight", {s.hidden, s.intermediate}, 0.0f, 1.0f / std::sqrt(inter)});
+    t.push_back({p + "mlp.down_proj.weight", {s.hidden, s.intermediate}, 0.0f,
+                 kResidualGain / std::sqrt(inter)});
   }
   t.push_back({"model.norm.weight", {s.hidden}, 1.0f, 0.1f});
   if (infonce) t.push_back({"temperature", {}, 0.1f, 0.0f});  // InfoNCE temperature (unused at inference)

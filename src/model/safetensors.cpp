@@ -9,8 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <new>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace msa {
 
@@ -32,8 +32,8 @@ bool parse_json_strict(const char* first, const char* last, json* out, std::stri
         if (!keys.empty()) keys.pop_back();
         break;
       case json::parse_event_t::key:
-        if (!keys.empty() && parsed.is_string() && !keys.back().insert(parsed.get_ref<const std::string&>()).second &&
-            dup.empty()) {
+        if (!keys.empty() && parsed.is_string() &&
+            !keys.back().insert(parsed.get_ref<const std::string&>()).second && dup.empty()) {
           dup = parsed.get_ref<const std::string&>();
         }
         break;
@@ -73,8 +73,6 @@ bool get_u64(const json& j, uint64_t* v) {
   return false;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) { return shape_to_string(shape); }
-
 bool is_aligned(const void* p, size_t a) { return a <= 1 || reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 // Where the views of zero-byte tensors point: aligned, never read.
@@ -83,14 +81,18 @@ alignas(64) const uint8_t kEmptyTensor[64] = {};
 }  // namespace
 
 bool parse_safetensors_dtype(const std::string& s, DType* out) {
-  if (s == "BF16") *out = DType::kBF16;
-  else if (s == "F16") *out = DType::kF16;
-  else if (s == "F32") *out = DType::kF32;
-  else if (s == "I8") *out = DType::kI8;
-  else if (s == "I32") *out = DType::kI32;
-  else if (s == "I64") *out = DType::kI64;
-  else return false;
-  return true;
+  static const struct {
+    const char* name;
+    DType dtype;
+  } kTypes[] = {{"BF16", DType::kBF16}, {"F16", DType::kF16}, {"F32", DType::kF32},
+                {"I8", DType::kI8},     {"I32", DType::kI32}, {"I64", DType::kI64}};
+  for (const auto& t : kTypes) {
+    if (s == t.name) {
+      *out = t.dtype;
+      return true;
+    }
+  }
+  return false;
 }
 
 // Owns the bytes the views point into: a mapping, or an aligned copy.
@@ -129,8 +131,9 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   const uint64_t avail = static_cast<uint64_t>(size) - 8;
   if (header_len > avail) {
-    return Error(StatusCode::kBadHeader, path, ": header length ", header_len, " runs past the end of the file (",
-                 size, " bytes; at most ", avail, " header bytes are available)");
+    return Error(StatusCode::kBadHeader, path, ": header length ", header_len,
+                 " runs past the end of the file (", size, " bytes; at most ", avail,
+                 " header bytes are available)");
   }
   const uint64_t data_size = avail - header_len;
   const uint8_t* data_start = data + 8 + header_len;
@@ -142,7 +145,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     return Error(StatusCode::kBadHeader, path, ": header (", header_len, " bytes) is ", why);
   }
   if (!header.is_object()) {
-    return Error(StatusCode::kBadHeader, path, ": header is a JSON ", header.type_name(), ", expected an object");
+    return Error(StatusCode::kBadHeader, path, ": header is a JSON ", header.type_name(),
+                 ", expected an object");
   }
 
   SafetensorsFileInfo info;
@@ -157,7 +161,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     const json& e = it.value();
     if (name == "__metadata__") {
       if (!e.is_object()) {
-        return Error(StatusCode::kBadHeader, path, ": __metadata__ is a JSON ", e.type_name(), ", expected an object");
+        return Error(StatusCode::kBadHeader, path, ": __metadata__ is a JSON ", e.type_name(),
+                     ", expected an object");
       }
       for (auto m = e.begin(); m != e.end(); ++m) {
         if (!m.value().is_string()) {
@@ -171,7 +176,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     const std::string where = path + ": tensor '" + name + "'";
     if (name.empty()) return Error(StatusCode::kBadHeader, path, ": a tensor has an empty name");
     if (!e.is_object()) {
-      return Error(StatusCode::kBadHeader, where, ": entry is a JSON ", e.type_name(), ", expected an object");
+      return Error(StatusCode::kBadHeader, where, ": entry is a JSON ", e.type_name(),
+                   ", expected an object");
     }
     auto dt = e.find("dtype");
     auto sh = e.find("shape");
@@ -191,7 +197,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     t.file_index = file_index;
     t.file = path;
     if (!get_u64((*off)[0], &t.data_begin) || !get_u64((*off)[1], &t.data_end)) {
-      return Error(StatusCode::kBadHeader, where, ": data_offsets ", off->dump(), " are not non-negative integers");
+      return Error(StatusCode::kBadHeader, where, ": data_offsets ", off->dump(),
+                   " are not non-negative integers");
     }
     uint64_t numel = 1;
     bool overflow = false;
@@ -199,7 +206,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     for (const json& d : *sh) {
       uint64_t v = 0;
       if (!get_u64(d, &v)) {
-        return Error(StatusCode::kBadHeader, where, ": shape ", sh->dump(), " has an entry that is not a non-negative integer");
+        return Error(StatusCode::kBadHeader, where, ": shape ", sh->dump(),
+                     " has an entry that is not a non-negative integer");
       }
       if (v > kMaxDim) overflow = true;
       t.shape.push_back(static_cast<int64_t>(std::min(v, kMaxDim)));
@@ -220,8 +228,9 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
                    ") begin after end");
     }
     if (t.data_end - t.data_begin != nbytes) {
-      return Error(StatusCode::kShape, where, ": shape ", shape_str(t.shape), " x ", t.dtype_name, " needs ", nbytes,
-                   " bytes but data_offsets [", t.data_begin, ", ", t.data_end, ") span ", t.data_end - t.data_begin);
+      return Error(StatusCode::kShape, where, ": shape ", shape_to_string(t.shape), " x ", t.dtype_name,
+                   " needs ", nbytes, " bytes but data_offsets [", t.data_begin, ", ", t.data_end, ") span ",
+                   t.data_end - t.data_begin);
     }
     if (t.data_end > data_size) {
       return Error(StatusCode::kTruncated, where, ": data_offsets [", t.data_begin, ", ", t.data_end,
@@ -233,7 +242,8 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
     tensors->push_back(std::move(t));
   }
 
-  // Overlap: sort this file's non-empty tensors by begin; each must start at or after the furthest end so far.
+  // Overlap: sort this file's non-empty tensors by begin; each must start at or after the furthest end so
+  // far.
   std::vector<const TensorInfo*> order;
   for (size_t i = first_new; i < tensors->size(); ++i) {
     if ((*tensors)[i].nbytes() > 0) order.push_back(&(*tensors)[i]);
@@ -244,9 +254,9 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
   const TensorInfo* furthest = nullptr;
   for (const TensorInfo* t : order) {
     if (furthest && t->data_begin < furthest->data_end) {
-      return Error(StatusCode::kTensorOverlap, path, ": tensors '", furthest->name, "' [", furthest->data_begin, ", ",
-                   furthest->data_end, ") and '", t->name, "' [", t->data_begin, ", ", t->data_end,
-                   ") share bytes");
+      return Error(StatusCode::kTensorOverlap, path, ": tensors '", furthest->name, "' [",
+                   furthest->data_begin, ", ", furthest->data_end, ") and '", t->name, "' [", t->data_begin,
+                   ", ", t->data_end, ") share bytes");
     }
     if (!furthest || t->data_end > furthest->data_end) furthest = t;
   }
@@ -272,11 +282,12 @@ Status SafetensorsSet::add_image(const uint8_t* data, size_t size, const std::st
 }
 
 Status SafetensorsSet::finish(std::vector<TensorInfo> tensors) {
-  std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  std::sort(tensors.begin(), tensors.end(),
+            [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
   for (size_t i = 1; i < tensors.size(); ++i) {
     if (tensors[i].name == tensors[i - 1].name) {
-      return Error(StatusCode::kIo, source_, ": tensor '", tensors[i].name, "' appears in two files: ",
-                   tensors[i - 1].file, " and ", tensors[i].file);
+      return Error(StatusCode::kIo, source_, ": tensor '", tensors[i].name,
+                   "' appears in two files: ", tensors[i - 1].file, " and ", tensors[i].file);
     }
   }
   tensors_ = std::move(tensors);
@@ -301,7 +312,8 @@ Status SafetensorsSet::open_file(const std::string& path, SafetensorsSet* out) {
   return Status::Ok();
 }
 
-Status SafetensorsSet::from_buffer(const void* data, size_t size, const std::string& name, SafetensorsSet* out) {
+Status SafetensorsSet::from_buffer(const void* data, size_t size, const std::string& name,
+                                   SafetensorsSet* out) {
   SafetensorsSet set;
   set.source_ = name;
   auto s = std::make_unique<Storage>();
@@ -329,7 +341,8 @@ Status SafetensorsSet::open_index(const std::string& index_path, SafetensorsSet*
     return Error(StatusCode::kBadHeader, index_path, ": ", why);
   }
   if (!index.is_object()) {
-    return Error(StatusCode::kBadHeader, index_path, ": is a JSON ", index.type_name(), ", expected an object");
+    return Error(StatusCode::kBadHeader, index_path, ": is a JSON ", index.type_name(),
+                 ", expected an object");
   }
   auto wm = index.find("weight_map");
   if (wm == index.end() || !wm->is_object()) {
@@ -363,8 +376,8 @@ Status SafetensorsSet::open_index(const std::string& index_path, SafetensorsSet*
     auto s = std::make_unique<Storage>();
     Status st = MappedFile::open(path, &s->map);
     if (!st.ok()) {
-      return Error(StatusCode::kIo, index_path, ": shard '", shard, "' listed in weight_map cannot be opened: ",
-                   st.message());
+      return Error(StatusCode::kIo, index_path, ": shard '", shard,
+                   "' listed in weight_map cannot be opened: ", st.message());
     }
     const uint8_t* data = s->map.data();
     const size_t size = s->map.size();
@@ -375,8 +388,8 @@ Status SafetensorsSet::open_index(const std::string& index_path, SafetensorsSet*
     for (size_t i = first; i < tensors.size(); ++i) present.insert(tensors[i].name);
     for (const std::string& n : names) {
       if (!present.count(n)) {
-        return Error(StatusCode::kMissingTensor, index_path, ": tensor '", n, "' is listed in weight_map under '",
-                     shard, "' but ", path, " does not contain it");
+        return Error(StatusCode::kMissingTensor, index_path, ": tensor '", n,
+                     "' is listed in weight_map under '", shard, "' but ", path, " does not contain it");
       }
     }
   }
@@ -396,7 +409,8 @@ Status SafetensorsSet::open_dir(const std::string& dir, SafetensorsSet* out) {
   } else if (::stat(index.c_str(), &st) == 0) {
     MSA_RETURN_IF_ERROR(open_index(index, out));
   } else {
-    return Error(StatusCode::kIo, dir, ": no model.safetensors or model.safetensors.index.json in the directory");
+    return Error(StatusCode::kIo, dir,
+                 ": no model.safetensors or model.safetensors.index.json in the directory");
   }
   out->source_ = dir;
   return Status::Ok();
@@ -406,8 +420,9 @@ Status SafetensorsSet::open_dir(const std::string& dir, SafetensorsSet* out) {
 
 namespace {
 
-Status build_header(const std::vector<TensorToWrite>& tensors, const std::map<std::string, std::string>& metadata,
-                    std::string* header, std::vector<uint64_t>* sizes) {
+Status build_header(const std::vector<TensorToWrite>& tensors,
+                    const std::map<std::string, std::string>& metadata, std::string* header,
+                    std::vector<uint64_t>* sizes) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json m = nlohmann::ordered_json::object();
@@ -428,7 +443,8 @@ Status build_header(const std::vector<TensorToWrite>& tensors, const std::map<st
     nlohmann::ordered_json shape = nlohmann::ordered_json::array();
     for (int64_t d : t.shape) {
       if (d < 0) {
-        return Error(StatusCode::kInvalidArgument, "write_safetensors: tensor '", t.name, "' has negative dimension ", d);
+        return Error(StatusCode::kInvalidArgument, "write_safetensors: tensor '", t.name,
+                     "' has negative dimension ", d);
       }
       if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel)) {
         return Error(StatusCode::kInvalidArgument, "write_safetensors: tensor '", t.name, "' size overflows");

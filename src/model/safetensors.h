@@ -24,14 +24,14 @@ namespace msa {
 
 struct TensorInfo {
   std::string name;
-  std::string dtype_name;      // as written in the header ("BF16", "F32", ...)
+  std::string dtype_name;  // as written in the header ("BF16", "F32", ...)
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;  // same as view.shape
   TensorView view;             // points into the mapped file (or an aligned copy, see SafetensorsSet)
   uint64_t data_begin = 0;     // offsets within the data section, as written
   uint64_t data_end = 0;
-  size_t file_index = 0;       // index into SafetensorsSet::files()
-  std::string file;            // path of the file holding the tensor
+  size_t file_index = 0;  // index into SafetensorsSet::files()
+  std::string file;       // path of the file holding the tensor
 
   size_t nbytes() const { return static_cast<size_t>(data_end - data_begin); }
 };
@@ -94,7 +94,8 @@ class SafetensorsSet {
 
  private:
   struct Storage;
-  Status add_image(const uint8_t* data, size_t size, const std::string& path, std::vector<TensorInfo>* tensors);
+  Status add_image(const uint8_t* data, size_t size, const std::string& path,
+                   std::vector<TensorInfo>* tensors);
   Status finish(std::vector<TensorInfo> tensors);
 
   std::string source_;

@@ -39,8 +39,8 @@ class Binder {
         first_error_ = Error(StatusCode::kDtype, t->file, ": tensor '", name, "': dtype ", t->dtype_name,
                              ", expected BF16, F16 or F32");
       } else if (t->shape != shape) {
-        first_error_ = Error(StatusCode::kShape, t->file, ": tensor '", name, "': shape ", shape_to_string(t->shape),
-                             ", expected ", shape_to_string(shape));
+        first_error_ = Error(StatusCode::kShape, t->file, ": tensor '", name, "': shape ",
+                             shape_to_string(t->shape), ", expected ", shape_to_string(shape));
       }
     }
     *dst = t->view;
@@ -52,7 +52,8 @@ class Binder {
   Status finish(const ModelConfig& config) const {
     if (!missing_.empty()) {
       return Error(StatusCode::kMissingTensor, set_.source(), ": ", missing_.size(), " tensor",
-                   missing_.size() == 1 ? " is" : "s are", " missing from the checkpoint: ", list_names(missing_));
+                   missing_.size() == 1 ? " is" : "s are",
+                   " missing from the checkpoint: ", list_names(missing_));
     }
     std::vector<std::string> unexpected;
     std::set<std::string> files;
@@ -67,11 +68,12 @@ class Binder {
       std::ostringstream where;
       size_t i = 0;
       for (const std::string& f : files) where << (i++ ? ", " : "") << f;
-      return Error(StatusCode::kUnexpectedTensor, where.str(), ": ", unexpected.size(), " tensor",
-                   unexpected.size() == 1 ? "" : "s", " not used by a model_type \"", config.model_type,
-                   "\" model with this config: ", list_names(unexpected),
-                   router ? " (router projections exist only in router layers when msa_config.decouple_router is true)"
-                          : "");
+      return Error(
+          StatusCode::kUnexpectedTensor, where.str(), ": ", unexpected.size(), " tensor",
+          unexpected.size() == 1 ? "" : "s", " not used by a model_type \"", config.model_type,
+          "\" model with this config: ", list_names(unexpected),
+          router ? " (router projections exist only in router layers when msa_config.decouple_router is true)"
+                 : "");
     }
     return first_error_;
   }
@@ -136,8 +138,9 @@ int64_t count_parameters(const ModelWeights& w, const ModelConfig& config) {
   int64_t total = n(w.embed_tokens) + n(w.final_norm);
   if (!config.tie_word_embeddings && w.lm_head.data != w.embed_tokens.data) total += n(w.lm_head);
   for (const LayerWeights& l : w.layers) {
-    for (const TensorView* v : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
-                                &l.router_q, &l.router_k, &l.post_norm, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+    for (const TensorView* v :
+         {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm, &l.router_q,
+          &l.router_k, &l.post_norm, &l.gate_proj, &l.up_proj, &l.down_proj}) {
       total += n(*v);
     }
   }

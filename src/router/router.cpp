@@ -13,7 +13,8 @@
 // Work unit = a block of kBlockChunks consecutive chunks, always cut at the same boundaries, and the kernels
 // guarantee that a (row, chunk) value does not depend on its neighbours (score_kernels.h), so the chunk scores
 // are the same bits whatever the thread count or the order blocks run in. Per block only a
-// [block chunks x rows] tile exists (at most ~96 KiB); the [tokens x chunks] score matrix never does. Chunk ->
+// [block chunks x rows] tile exists (24 KiB for MSA-4B head mean with 64 routing tokens, 96 KiB for head max);
+// the [tokens x chunks] score matrix never does. Chunk ->
 // document reduction is one sequential pass over the per-chunk scores afterwards (O(chunks), negligible next to
 // the O(chunks x rows x width) product, and trivially deterministic).
 #include "router/router.h"
@@ -183,15 +184,19 @@ void make_plan(const RouterQuery& q, const RouterReductions& red, Plan* plan) {
     p.n_rows = p.n_tok;
     if (presum) p.query_div = static_cast<float>(T);
     rows.assign(static_cast<size_t>(p.n_rows * p.len), 0.0f);
+    std::vector<float> sum(static_cast<size_t>(D));
     for (int64_t t = 0; t < n_used; ++t) {
       float* dst = rows.data() + (presum ? 0 : t) * p.len;
       const float* src = q.q + (t_first + t) * qstride;
       for (int64_t g = 0; g < G; ++g) {
-        for (int64_t d = 0; d < D; ++d) {
-          float s = src[(g * hpg) * D + d];
-          for (int64_t j = 1; j < hpg; ++j) s += src[(g * hpg + j) * D + d];
-          dst[g * D + d] += s;
+        // d innermost (contiguous, vectorisable); the order of the additions per element is still j ascending.
+        const float* head0 = src + g * hpg * D;
+        std::copy(head0, head0 + D, sum.begin());
+        for (int64_t j = 1; j < hpg; ++j) {
+          const float* hj = head0 + j * D;
+          for (int64_t d = 0; d < D; ++d) sum[static_cast<size_t>(d)] += hj[d];
         }
+        for (int64_t d = 0; d < D; ++d) dst[g * D + d] += sum[static_cast<size_t>(d)];
       }
     }
   }
@@ -209,10 +214,13 @@ void make_plan(const RouterQuery& q, const RouterReductions& red, Plan* plan) {
   p.group_stride = p.n_panels * p.len * kPanelRows;
   p.a = AlignedVec<float>(static_cast<size_t>(p.n_groups * p.group_stride));  // zero-filled: padding rows are 0
   for (int64_t g = 0; g < p.n_groups; ++g) {
-    for (int64_t r = 0; r < p.n_rows; ++r) {
-      const float* src = rows.data() + (g * p.n_rows + r) * p.len;
-      float* panel = p.a.data() + g * p.group_stride + (r / kPanelRows) * p.len * kPanelRows + r % kPanelRows;
-      for (int64_t w = 0; w < p.len; ++w) panel[w * kPanelRows] = src[w];
+    for (int64_t pi = 0; pi < p.n_panels; ++pi) {
+      const int64_t r0 = pi * kPanelRows, nr = std::min<int64_t>(kPanelRows, p.n_rows - r0);
+      const float* src = rows.data() + (g * p.n_rows + r0) * p.len;
+      float* panel = p.a.data() + g * p.group_stride + pi * p.len * kPanelRows;
+      for (int64_t w = 0; w < p.len; ++w) {
+        for (int64_t i = 0; i < nr; ++i) panel[w * kPanelRows + i] = src[i * p.len + w];
+      }
     }
   }
 }
@@ -242,14 +250,11 @@ void score_block(const Plan& p, const ScoreKernels& kern, const float* keys, int
                    w0 > 0);
       }
     }
-    // Head reduction into tok[c][t].
+    if (!p.per_head) break;  // one group; reduced below
+    // Head max into tok[c][t]: over the heads of this group, then across groups.
     for (int64_t c = 0; c < nc; ++c) {
       const float* row = tile + c * p.ld_tile;
       float* out = tok + c * T;
-      if (!p.per_head) {
-        for (int64_t t = 0; t < T; ++t) out[t] = row[t] / p.head_div;
-        continue;
-      }
       for (int64_t t = 0; t < T; ++t) {
         const float* heads = row + t * p.rows_per_token;
         float m = heads[0];
@@ -258,12 +263,24 @@ void score_block(const Plan& p, const ScoreKernels& kern, const float* keys, int
       }
     }
   }
-  // Query reduction.
+  if (!p.per_head) {
+    // Collapsed head mean: the tile holds the per-token head sums. Dividing by n_heads is monotone under
+    // rounding, so the max over tokens of sum/n_heads is exactly (max over tokens of sum)/n_heads: one division
+    // per chunk instead of one per (token, chunk). Query mean never gets here with T > 1 (rows pre-summed).
+    for (int64_t c = 0; c < nc; ++c) {
+      const float* row = tile + c * p.ld_tile;
+      float m = row[0];
+      for (int64_t t = 1; t < T; ++t) m = max_nan(m, row[t]);
+      chunk_scores[c0 + c] = m / p.head_div / p.query_div;
+    }
+    return;
+  }
+  // Query reduction of the per-head path.
   for (int64_t c = 0; c < nc; ++c) {
     const float* v = tok + c * T;
     float r;
     if (T == 1) {
-      r = v[0] / p.query_div;  // query last, a pre-summed mean, or a single routing token
+      r = v[0];  // query last, or a single routing token
     } else if (p.query == QueryReduce::kMax) {
       r = v[0];
       for (int64_t t = 1; t < T; ++t) r = max_nan(r, v[t]);
@@ -301,7 +318,7 @@ Status score_documents(const RouterQuery& query, const RoutingIndex& index, int6
       try {
         BlockScratch s;
         s.tile.resize(static_cast<size_t>(kBlockChunks * plan.ld_tile));
-        s.tok.resize(static_cast<size_t>(kBlockChunks * plan.n_tok));
+        if (plan.per_head) s.tok.resize(static_cast<size_t>(kBlockChunks * plan.n_tok));
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t c0 = b * kBlockChunks;
           score_block(plan, kern, keys, c0, std::min(kBlockChunks, n_chunks - c0), &s, chunk_scores.data());

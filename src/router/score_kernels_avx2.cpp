@@ -29,28 +29,98 @@ bool avx2_score_kernels_supported() {
 namespace {
 
 // ------------------------------------------------------------------------------------------------ outer
+//
+// The register tiles are written with one named variable per accumulator (expanded by the macros below, with
+// `if constexpr` dropping the ones a narrower edge tile does not use): with an array of __m256 GCC keeps a
+// stack copy of every accumulator up to date inside the loop, and the stores, not the FMAs, set the pace.
 
-// out tile of V*8 rows x NC chunks; a0/a1: the V panels (a1 unused when V == 1).
+#define MSA_FOR_6(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define MSA_FOR_12(M) MSA_FOR_6(M) M(6) M(7) M(8) M(9) M(10) M(11)
+
+// 16 rows (panels a0, a1) x NC <= 6 chunks: accumulators lo##c (rows 0-7) and hi##c (rows 8-15).
+template <int NC>
+MSA_ROUTER_AVX2 inline void outer_tile16(const float* a0, const float* a1, const float* k, int64_t ldk,
+                                         int64_t len, float* out, int64_t ldo, bool accumulate) {
+  static_assert(NC >= 1 && NC <= 6, "16-row tiles hold at most 6 chunks");
+#define MSA_DECL(c)                                                                                     \
+  [[maybe_unused]] __m256 lo##c = _mm256_setzero_ps(), hi##c = _mm256_setzero_ps();                     \
+  if constexpr (NC > c) {                                                                               \
+    if (accumulate) {                                                                                   \
+      lo##c = _mm256_loadu_ps(out + c * ldo);                                                           \
+      hi##c = _mm256_loadu_ps(out + c * ldo + kPanelRows);                                              \
+    }                                                                                                   \
+  }
+  MSA_FOR_6(MSA_DECL)
+#undef MSA_DECL
+  const float* kr = k;
+  for (int64_t w = 0; w < len; ++w, ++kr) {
+    const __m256 x0 = _mm256_loadu_ps(a0 + w * kPanelRows);
+    const __m256 x1 = _mm256_loadu_ps(a1 + w * kPanelRows);
+#define MSA_STEP(c)                                                                                     \
+  if constexpr (NC > c) {                                                                               \
+    const __m256 kv = _mm256_broadcast_ss(kr + c * ldk);                                                \
+    lo##c = _mm256_fmadd_ps(x0, kv, lo##c);                                                             \
+    hi##c = _mm256_fmadd_ps(x1, kv, hi##c);                                                             \
+  }
+    MSA_FOR_6(MSA_STEP)
+#undef MSA_STEP
+  }
+#define MSA_STORE(c)                                                                                    \
+  if constexpr (NC > c) {                                                                               \
+    _mm256_storeu_ps(out + c * ldo, lo##c);                                                             \
+    _mm256_storeu_ps(out + c * ldo + kPanelRows, hi##c);                                                \
+  }
+  MSA_FOR_6(MSA_STORE)
+#undef MSA_STORE
+}
+
+// 8 rows (panel a0) x NC <= 12 chunks, for a lone last panel: accumulators acc##c.
+template <int NC>
+MSA_ROUTER_AVX2 inline void outer_tile8(const float* a0, const float*, const float* k, int64_t ldk, int64_t len,
+                                        float* out, int64_t ldo, bool accumulate) {
+  static_assert(NC >= 1 && NC <= 12, "8-row tiles hold at most 12 chunks");
+#define MSA_DECL(c)                                                                                     \
+  [[maybe_unused]] __m256 acc##c = _mm256_setzero_ps();                                                 \
+  if constexpr (NC > c) {                                                                               \
+    if (accumulate) acc##c = _mm256_loadu_ps(out + c * ldo);                                            \
+  }
+  MSA_FOR_12(MSA_DECL)
+#undef MSA_DECL
+  const float* kr = k;
+  for (int64_t w = 0; w < len; ++w, ++kr) {
+    const __m256 x0 = _mm256_loadu_ps(a0 + w * kPanelRows);
+#define MSA_STEP(c)                                                                                     \
+  if constexpr (NC > c) acc##c = _mm256_fmadd_ps(x0, _mm256_broadcast_ss(kr + c * ldk), acc##c);
+    MSA_FOR_12(MSA_STEP)
+#undef MSA_STEP
+  }
+#define MSA_STORE(c) \
+  if constexpr (NC > c) _mm256_storeu_ps(out + c * ldo, acc##c);
+  MSA_FOR_12(MSA_STORE)
+#undef MSA_STORE
+}
+
+// Selects the tile of V vectors of rows.
 template <int V, int NC>
 MSA_ROUTER_AVX2 inline void outer_tile(const float* a0, const float* a1, const float* k, int64_t ldk,
                                        int64_t len, float* out, int64_t ldo, bool accumulate) {
-  __m256 acc[NC][V];
-  for (int c = 0; c < NC; ++c) {
-    for (int v = 0; v < V; ++v) {
-      acc[c][v] = accumulate ? _mm256_loadu_ps(out + c * ldo + v * kPanelRows) : _mm256_setzero_ps();
-    }
+  if constexpr (V == 2) {
+    outer_tile16<NC>(a0, a1, k, ldk, len, out, ldo, accumulate);
+  } else {
+    outer_tile8<NC>(a0, a1, k, ldk, len, out, ldo, accumulate);
   }
-  for (int64_t w = 0; w < len; ++w) {
-    __m256 x[V];
-    x[0] = _mm256_loadu_ps(a0 + w * kPanelRows);
-    if constexpr (V == 2) x[1] = _mm256_loadu_ps(a1 + w * kPanelRows);
-    for (int c = 0; c < NC; ++c) {
-      const __m256 kv = _mm256_broadcast_ss(k + c * ldk + w);
-      for (int v = 0; v < V; ++v) acc[c][v] = _mm256_fmadd_ps(x[v], kv, acc[c][v]);
+}
+
+// The edge tile of rem < NC chunks, dispatched to the template of exactly rem chunks.
+template <int V, int N>
+MSA_ROUTER_AVX2 inline void outer_edge(int64_t rem, const float* a0, const float* a1, const float* k, int64_t ldk,
+                                       int64_t len, float* out, int64_t ldo, bool accumulate) {
+  if constexpr (N > 0) {
+    if (rem == N) {
+      outer_tile<V, N>(a0, a1, k, ldk, len, out, ldo, accumulate);
+    } else {
+      outer_edge<V, N - 1>(rem, a0, a1, k, ldk, len, out, ldo, accumulate);
     }
-  }
-  for (int c = 0; c < NC; ++c) {
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + c * ldo + v * kPanelRows, acc[c][v]);
   }
 }
 
@@ -61,23 +131,7 @@ MSA_ROUTER_AVX2 void outer_sweep(const float* a0, const float* a1, const float* 
                                  int64_t nc, float* out, int64_t ldo, bool accumulate) {
   int64_t c = 0;
   for (; c + NC <= nc; c += NC) outer_tile<V, NC>(a0, a1, k + c * ldk, ldk, len, out + c * ldo, ldo, accumulate);
-  const int64_t rem = nc - c;
-  const float* kc = k + c * ldk;
-  float* oc = out + c * ldo;
-  switch (rem) {
-    case 0: break;
-    case 1: outer_tile<V, 1>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 2: outer_tile<V, 2>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 3: outer_tile<V, 3>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 4: outer_tile<V, 4>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 5: outer_tile<V, 5>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 6: outer_tile<V, 6>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 7: outer_tile<V, 7>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 8: outer_tile<V, 8>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 9: outer_tile<V, 9>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    case 10: outer_tile<V, 10>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;
-    default: outer_tile<V, 11>(a0, a1, kc, ldk, len, oc, ldo, accumulate); break;  // NC <= 12
-  }
+  outer_edge<V, NC - 1>(nc - c, a0, a1, k + c * ldk, ldk, len, out + c * ldo, ldo, accumulate);
 }
 
 MSA_ROUTER_AVX2 void outer_avx2(const float* ap, int64_t panel_stride, int64_t n_panels, const float* k,
@@ -102,27 +156,51 @@ MSA_ROUTER_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+#define MSA_FOR_C8(M, r) M(r, 0) M(r, 1) M(r, 2) M(r, 3) M(r, 4) M(r, 5) M(r, 6) M(r, 7)
+#define MSA_FOR_R4C8(M) MSA_FOR_C8(M, 0) MSA_FOR_C8(M, 1) MSA_FOR_C8(M, 2) MSA_FOR_C8(M, 3)
+
+// NR <= 4 rows x NC <= 8 chunks (NR * NC <= 12): accumulators acc##r##c, one named variable each (see outer).
 template <int NR, int NC>
 MSA_ROUTER_AVX2 inline void inner_tile(const float* a, int64_t lda, const float* k, int64_t ldk, int64_t len,
                                        float* out, int64_t ldo) {
-  __m256 acc[NR][NC];
-  for (int r = 0; r < NR; ++r) {
-    for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
-  }
+  static_assert(NR >= 1 && NR <= 4 && NC >= 1 && NC <= 8 && NR * NC <= 12, "inner tile too large");
+#define MSA_DECL(r, c) [[maybe_unused]] __m256 acc##r##c = _mm256_setzero_ps();
+  MSA_FOR_R4C8(MSA_DECL)
+#undef MSA_DECL
   const int64_t len8 = len & ~int64_t{7};
   for (int64_t w = 0; w < len8; w += 8) {
-    __m256 kv[NC];
-    for (int c = 0; c < NC; ++c) kv[c] = _mm256_loadu_ps(k + c * ldk + w);
-    for (int r = 0; r < NR; ++r) {
-      const __m256 av = _mm256_loadu_ps(a + r * lda + w);
-      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(av, kv[c], acc[r][c]);
-    }
+#define MSA_LOAD_K(c) \
+  [[maybe_unused]] const __m256 kv##c = NC > c ? _mm256_loadu_ps(k + c * ldk + w) : _mm256_setzero_ps();
+    MSA_LOAD_K(0) MSA_LOAD_K(1) MSA_LOAD_K(2) MSA_LOAD_K(3) MSA_LOAD_K(4) MSA_LOAD_K(5) MSA_LOAD_K(6)
+    MSA_LOAD_K(7)
+#undef MSA_LOAD_K
+#define MSA_LOAD_A(r) \
+  [[maybe_unused]] const __m256 av##r = NR > r ? _mm256_loadu_ps(a + r * lda + w) : _mm256_setzero_ps();
+    MSA_LOAD_A(0) MSA_LOAD_A(1) MSA_LOAD_A(2) MSA_LOAD_A(3)
+#undef MSA_LOAD_A
+#define MSA_FMA(r, c) \
+  if constexpr (NR > r && NC > c) acc##r##c = _mm256_fmadd_ps(av##r, kv##c, acc##r##c);
+    MSA_FOR_R4C8(MSA_FMA)
+#undef MSA_FMA
   }
-  for (int r = 0; r < NR; ++r) {
-    for (int c = 0; c < NC; ++c) {
-      float s = hsum(acc[r][c]);
-      for (int64_t w = len8; w < len; ++w) s += a[r * lda + w] * k[c * ldk + w];
-      out[c * ldo + r] = s;
+#define MSA_OUT(r, c)                                                                   \
+  if constexpr (NR > r && NC > c) {                                                     \
+    float s = hsum(acc##r##c);                                                          \
+    for (int64_t w = len8; w < len; ++w) s += a[r * lda + w] * k[c * ldk + w];          \
+    out[c * ldo + r] = s;                                                               \
+  }
+  MSA_FOR_R4C8(MSA_OUT)
+#undef MSA_OUT
+}
+
+template <int NR, int N>
+MSA_ROUTER_AVX2 inline void inner_edge(int64_t rem, const float* a, int64_t lda, const float* k, int64_t ldk,
+                                       int64_t len, float* out, int64_t ldo) {
+  if constexpr (N > 0) {
+    if (rem == N) {
+      inner_tile<NR, N>(a, lda, k, ldk, len, out, ldo);
+    } else {
+      inner_edge<NR, N - 1>(rem, a, lda, k, ldk, len, out, ldo);
     }
   }
 }
@@ -133,19 +211,7 @@ MSA_ROUTER_AVX2 void inner_sweep(const float* a, int64_t lda, const float* k, in
                                  float* out, int64_t ldo) {
   int64_t c = 0;
   for (; c + NC <= nc; c += NC) inner_tile<NR, NC>(a, lda, k + c * ldk, ldk, len, out + c * ldo, ldo);
-  const int64_t rem = nc - c;
-  const float* kc = k + c * ldk;
-  float* oc = out + c * ldo;
-  switch (rem) {
-    case 0: break;
-    case 1: inner_tile<NR, 1>(a, lda, kc, ldk, len, oc, ldo); break;
-    case 2: inner_tile<NR, 2>(a, lda, kc, ldk, len, oc, ldo); break;
-    case 3: inner_tile<NR, 3>(a, lda, kc, ldk, len, oc, ldo); break;
-    case 4: inner_tile<NR, 4>(a, lda, kc, ldk, len, oc, ldo); break;
-    case 5: inner_tile<NR, 5>(a, lda, kc, ldk, len, oc, ldo); break;
-    case 6: inner_tile<NR, 6>(a, lda, kc, ldk, len, oc, ldo); break;
-    default: inner_tile<NR, 7>(a, lda, kc, ldk, len, oc, ldo); break;  // NC <= 8
-  }
+  inner_edge<NR, NC - 1>(nc - c, a, lda, k + c * ldk, ldk, len, out + c * ldo, ldo);
 }
 
 MSA_ROUTER_AVX2 void inner_avx2(const float* a, int64_t lda, int64_t nr, const float* k, int64_t ldk, int64_t len,

@@ -59,7 +59,7 @@ std::atomic<uint64_t> g_next_instance{1};
 // Per-thread direct-mapped cache: piece bytes -> ids. Arenas are dropped wholesale when full.
 struct PieceCache {
   static constexpr size_t kSlots = size_t{1} << 16;
-  static constexpr size_t kMaxKeyBytes = size_t{8} << 20;
+  static constexpr size_t kMaxKeyBytes = size_t{2} << 20;  // ~2-8 MB per thread in all
   struct Slot {
     uint64_t hash = 0;
     uint32_t key_off = 0;

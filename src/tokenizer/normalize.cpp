@@ -99,6 +99,14 @@ void nfc_window(const char* s, size_t n, std::string* out) {
 
 }  // namespace
 
+std::string utf8proc_version_warning() {
+  std::string v = utf8proc_unicode_version();
+  if (v == MSA_TOK_COMPAT_UTF8PROC_UNICODE) return std::string();
+  return "tokenizer: utf8proc has Unicode " + v + ", unicode_compat.inc was measured with " +
+         MSA_TOK_COMPAT_UTF8PROC_UNICODE + "; re-run tools/gen_tokenizer_unicode_compat.py (NFC of rare "
+         "characters may differ from Hugging Face tokenizers)";
+}
+
 std::string_view nfc_normalize(std::string_view text, std::string* scratch) {
   const NfcTable& t = table();
   const auto* b = reinterpret_cast<const unsigned char*>(text.data());

@@ -17,4 +17,8 @@ namespace msa::tok {
 // of `*scratch`, which it overwrote. Thread-safe.
 std::string_view nfc_normalize(std::string_view text, std::string* scratch);
 
+// Empty, or a warning when the runtime utf8proc's Unicode version is not the one unicode_compat.inc was
+// generated against.
+std::string utf8proc_version_warning();
+
 }  // namespace msa::tok

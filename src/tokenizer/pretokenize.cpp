@@ -149,6 +149,15 @@ Status translate_onig_pattern(const std::string& p, std::string* out) {
   return Status::Ok();
 }
 
+std::string pcre2_version_warning() {
+  char buf[64] = {0};
+  pcre2_config(PCRE2_CONFIG_UNICODE_VERSION, buf);
+  if (std::string(buf) == MSA_TOK_COMPAT_PCRE2_UNICODE) return std::string();
+  return std::string("tokenizer: PCRE2 has Unicode ") + buf + ", unicode_compat.inc was measured with " +
+         MSA_TOK_COMPAT_PCRE2_UNICODE + "; re-run tools/gen_tokenizer_unicode_compat.py (tokenization of rare "
+         "letters/digits may differ from Hugging Face tokenizers)";
+}
+
 std::string pcre_quote(std::string_view s) {
   std::string r;
   for (char c : s) {

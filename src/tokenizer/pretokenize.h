@@ -20,6 +20,10 @@ namespace msa::tok {
 // Oniguruma pattern -> PCRE2 pattern (see above). Errors: kUnsupported naming the construct.
 Status translate_onig_pattern(const std::string& onig, std::string* pcre);
 
+// Empty, or a warning when the runtime PCRE2's Unicode version is not the one unicode_compat.inc was
+// generated against.
+std::string pcre2_version_warning();
+
 // Escapes a literal string for use in a PCRE2 pattern.
 std::string pcre_quote(std::string_view literal);
 

@@ -4,14 +4,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
-#include <unordered_map>
 #include <utility>
 
 #include "core/file_map.h"
+#include "core/log.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/normalize.h"
+#include "tokenizer/string_map.h"
 
 namespace msa {
 
@@ -196,8 +198,17 @@ bool flag(const json& j, const char* key, bool def = false) {
 
 }  // namespace
 
+// Token bytes (or added-token text) -> id.
 struct Tokenizer::Lookup {
-  std::unordered_map<std::string_view, int32_t> by_bytes;
+  struct KeyOf {
+    const Tokenizer* t = nullptr;
+    std::string_view operator()(int32_t id) const {
+      size_t i = static_cast<size_t>(id);
+      if (t->flags_[i] & kAdded) return t->added_[t->added_index_[i]].content;
+      return std::string_view(t->bytes_.data() + t->offsets_[i], t->offsets_[i + 1] - t->offsets_[i]);
+    }
+  };
+  tok::StringIdMap<KeyOf> by_bytes;
 };
 
 Tokenizer::Tokenizer() : bpe_(new tok::BpeModel()), lookup_(new Lookup()) {}
@@ -216,6 +227,16 @@ class Tokenizer::Builder {
                   "kind of tokenizer.json only)");
   }
 
+  Status load(std::string_view tokenizer_json, std::string_view config_json, const std::string& config_name) {
+    TokenizerJsonReader r;
+    bool ok = json::sax_parse(tokenizer_json.begin(), tokenizer_json.end(), &r, json::input_format_t::json, true);
+    if (!ok || !r.error.empty())
+      return err(StatusCode::kTokenizer, r.error.empty() ? std::string("invalid JSON") : r.error);
+    MSA_RETURN_IF_ERROR(build(r));
+    if (!config_json.empty()) MSA_RETURN_IF_ERROR(load_config(config_json, config_name));
+    return Status::Ok();
+  }
+
   Status build(TokenizerJsonReader& r) {
     const json& root = r.root;
     if (!root.is_object()) return err(StatusCode::kTokenizer, "top level is not a JSON object");
@@ -229,6 +250,11 @@ class Tokenizer::Builder {
     MSA_RETURN_IF_ERROR(check_pre_tokenizer(root.contains("pre_tokenizer") ? root["pre_tokenizer"] : json()));
     MSA_RETURN_IF_ERROR(check_post_processor(root.contains("post_processor") ? root["post_processor"] : json()));
     MSA_RETURN_IF_ERROR(check_decoder(root.contains("decoder") ? root["decoder"] : json()));
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+      for (const std::string& w : {tok::pcre2_version_warning(), tok::utf8proc_version_warning()})
+        if (!w.empty()) log(LogLevel::kWarn, w);
+    });
     MSA_RETURN_IF_ERROR(build_vocab(r));
     MSA_RETURN_IF_ERROR(build_added(root.contains("added_tokens") ? root["added_tokens"] : json::array()));
     MSA_RETURN_IF_ERROR(build_merges(r, root["model"]));
@@ -377,7 +403,8 @@ class Tokenizer::Builder {
     for (auto& e : r.vocab) max_id = std::max(max_id, e.second);
     vocab_strings_.assign(static_cast<size_t>(max_id + 1), std::string());
     has_.assign(static_cast<size_t>(max_id + 1), 0);
-    vocab_index_.reserve(r.vocab.size() * 2);
+    vocab_index_.set_key_of(VocabKey{&vocab_strings_});
+    vocab_index_.reserve(r.vocab.size());
     for (auto& e : r.vocab) {
       size_t id = static_cast<size_t>(e.second);
       if (has_[id]) return err(StatusCode::kTokenizer, "model.vocab: id " + std::to_string(id) + " used twice");
@@ -386,7 +413,7 @@ class Tokenizer::Builder {
     }
     for (size_t id = 0; id < vocab_strings_.size(); ++id) {
       if (!has_[id]) continue;
-      if (!vocab_index_.emplace(vocab_strings_[id], static_cast<int32_t>(id)).second)
+      if (!vocab_index_.insert(static_cast<int32_t>(id)))
         return err(StatusCode::kTokenizer, "model.vocab: token \"" + vocab_strings_[id] + "\" appears twice");
     }
     r.vocab.clear();
@@ -395,8 +422,7 @@ class Tokenizer::Builder {
     for (int b = 0; b < 256; ++b) {
       std::string s;
       tok::utf8_append(tok::byte_to_char(static_cast<uint8_t>(b)), &s);
-      auto it = vocab_index_.find(s);
-      t_->bpe_->byte_id[b] = it == vocab_index_.end() ? -1 : it->second;
+      t_->bpe_->byte_id[b] = vocab_index_.find(s);
     }
     return Status::Ok();
   }
@@ -426,24 +452,30 @@ class Tokenizer::Builder {
     tok::BpeModel& bpe = *t_->bpe_;
     bpe.merges.reserve(r.merges.size());
     std::string joined;
+    int32_t guess = -1;  // vocabularies are usually in merge order: try the id after the previous result
     for (size_t i = 0; i < r.merges.size(); ++i) {
       const auto& m = r.merges[i];
-      auto a = vocab_index_.find(m.first);
-      auto b = vocab_index_.find(m.second);
+      int32_t a = vocab_index_.find(m.first);
+      int32_t b = vocab_index_.find(m.second);
       joined = m.first;
       joined += m.second;
-      auto c = vocab_index_.find(joined);
-      if (a == vocab_index_.end() || b == vocab_index_.end() || c == vocab_index_.end())
+      ++guess;
+      int32_t c = guess >= 0 && static_cast<size_t>(guess) < vocab_strings_.size() && has_[static_cast<size_t>(guess)] &&
+                          vocab_strings_[static_cast<size_t>(guess)] == joined
+                      ? guess
+                      : vocab_index_.find(joined);
+      guess = c;
+      if (a < 0 || b < 0 || c < 0)
         return err(StatusCode::kTokenizer, "model.merges: line " + std::to_string(i) + " (\"" + m.first + "\" \"" +
                    m.second + "\") uses a token that is not in the vocabulary");
-      bpe.merges.insert(a->second, b->second, static_cast<int32_t>(i), c->second);
+      bpe.merges.insert(a, b, static_cast<int32_t>(i), c);
     }
     r.merges.clear();
     r.merges.shrink_to_fit();
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
-      auto it = vocab_index_.find(model["unk_token"].get<std::string>());
-      if (it == vocab_index_.end()) return err(StatusCode::kTokenizer, "model.unk_token is not in the vocabulary");
-      bpe.unk_id = it->second;
+      int32_t unk = vocab_index_.find(model["unk_token"].get<std::string>());
+      if (unk < 0) return err(StatusCode::kTokenizer, "model.unk_token is not in the vocabulary");
+      bpe.unk_id = unk;
     }
     return Status::Ok();
   }
@@ -490,14 +522,14 @@ class Tokenizer::Builder {
     }
     t.offsets_[bytes.size()] = static_cast<uint32_t>(t.bytes_.size());
     // bytes -> id (vocabulary), then added-token text -> id (wins).
+    t.added_index_.assign(static_cast<size_t>(n), 0);
+    for (uint32_t i = 0; i < t.added_.size(); ++i) t.added_index_[static_cast<size_t>(t.added_[i].id)] = i;
     auto& map = t.lookup_->by_bytes;
-    map.reserve(bytes.size() * 2);
-    for (size_t id = 0; id < bytes.size(); ++id) {
-      if (!(t.flags_[id] & kValid) || (t.flags_[id] & kAdded)) continue;
-      map.emplace(std::string_view(t.bytes_.data() + t.offsets_[id], t.offsets_[id + 1] - t.offsets_[id]),
-                  static_cast<int32_t>(id));
-    }
-    for (const AddedToken& a : t.added_) map[std::string_view(a.content)] = a.id;
+    map.set_key_of(Lookup::KeyOf{&t});
+    map.reserve(bytes.size());
+    for (size_t id = 0; id < bytes.size(); ++id)
+      if ((t.flags_[id] & kValid) && !(t.flags_[id] & kAdded)) map.insert(static_cast<int32_t>(id));
+    for (const AddedToken& a : t.added_) map.insert(a.id, /*replace=*/true);
     // Matching order: by first byte, longest first.
     t.added_by_first_.assign(256, {});
     for (uint32_t i = 0; i < t.added_.size(); ++i)
@@ -518,19 +550,18 @@ class Tokenizer::Builder {
   std::string name_;
   std::vector<std::string> vocab_strings_;
   std::vector<uint8_t> has_;
-  std::unordered_map<std::string_view, int32_t> vocab_index_;
+  struct VocabKey {
+    const std::vector<std::string>* v = nullptr;
+    std::string_view operator()(int32_t id) const { return (*v)[static_cast<size_t>(id)]; }
+  };
+  tok::StringIdMap<VocabKey> vocab_index_;
 };
 
 Status Tokenizer::load_from_memory(std::string_view tokenizer_json, std::string_view config_json,
                                    const std::string& name, std::unique_ptr<Tokenizer>* out) {
   std::unique_ptr<Tokenizer> t(new Tokenizer());
-  TokenizerJsonReader r;
-  bool ok = json::sax_parse(tokenizer_json.begin(), tokenizer_json.end(), &r, json::input_format_t::json, true);
-  if (!ok || !r.error.empty())
-    return Status(StatusCode::kTokenizer, name + ": " + (r.error.empty() ? std::string("invalid JSON") : r.error));
   Builder b(t.get(), name);
-  MSA_RETURN_IF_ERROR(b.build(r));
-  if (!config_json.empty()) MSA_RETURN_IF_ERROR(b.load_config(config_json, name + " (tokenizer_config.json)"));
+  MSA_RETURN_IF_ERROR(b.load(tokenizer_json, config_json, name + " (tokenizer_config.json)"));
   *out = std::move(t);
   return Status::Ok();
 }
@@ -547,17 +578,8 @@ Status Tokenizer::load(const std::string& path, std::unique_ptr<Tokenizer>* out)
   std::string cfg;
   if (is_file(cfg_path)) MSA_RETURN_IF_ERROR(read_file(cfg_path, &cfg));
   std::unique_ptr<Tokenizer> t(new Tokenizer());
-  TokenizerJsonReader r;
-  const char* b = reinterpret_cast<const char*>(m.data());
-  bool ok = json::sax_parse(b, b + m.size(), &r, json::input_format_t::json, true);
-  if (!ok || !r.error.empty())
-    return Status(StatusCode::kTokenizer, file + ": " + (r.error.empty() ? std::string("invalid JSON") : r.error));
-  Builder builder(t.get(), file);
-  MSA_RETURN_IF_ERROR(builder.build(r));
-  if (!cfg.empty()) {
-    Status s = builder.load_config(cfg, cfg_path);
-    if (!s.ok()) return s;
-  }
+  Builder b(t.get(), file);
+  MSA_RETURN_IF_ERROR(b.load(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), cfg, cfg_path));
   *out = std::move(t);
   return Status::Ok();
 }
@@ -595,9 +617,9 @@ Status Tokenizer::encode_text(std::string_view text, std::vector<int32_t>* ids) 
   const auto* base = reinterpret_cast<const uint8_t*>(norm.data());
   for (const tok::Span& p : pieces) {
     if (ignore_merges_) {
-      auto it = lookup_->by_bytes.find(std::string_view(norm.data() + p.begin, p.end - p.begin));
-      if (it != lookup_->by_bytes.end() && !(flags_[static_cast<size_t>(it->second)] & kAdded)) {
-        ids->push_back(it->second);
+      int32_t id = lookup_->by_bytes.find(std::string_view(norm.data() + p.begin, p.end - p.begin));
+      if (id >= 0 && !(flags_[static_cast<size_t>(id)] & kAdded)) {
+        ids->push_back(id);
         continue;
       }
     }
@@ -658,10 +680,7 @@ Status Tokenizer::token_bytes(int32_t id, std::string_view* bytes) const {
   return Status::Ok();
 }
 
-int32_t Tokenizer::token_to_id(std::string_view token) const {
-  auto it = lookup_->by_bytes.find(token);
-  return it == lookup_->by_bytes.end() ? -1 : it->second;
-}
+int32_t Tokenizer::token_to_id(std::string_view token) const { return lookup_->by_bytes.find(token); }
 
 Status Tokenizer::decode(const int32_t* ids, size_t n, bool skip_special, std::string* text) const {
   for (size_t i = 0; i < n; ++i)

@@ -121,6 +121,7 @@ class Tokenizer {
 
   // Added tokens, for matching: grouped by first byte, longest first.
   std::vector<AddedToken> added_;
+  std::vector<uint32_t> added_index_;                  // id -> index into added_ (added ids only)
   std::vector<std::vector<uint32_t>> added_by_first_;  // 256 lists of indices into added_
   bool has_added_ = false;
 

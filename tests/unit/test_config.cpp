@@ -1,15 +1,13 @@
 // config.json / generation_config.json parsing and validation (spec §1.1, §1.4, §1.5).
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "model/config.h"
 
@@ -33,8 +31,9 @@ json msa4b() {
     "max_window_layers": 36, "use_cache": true, "transformers_version": "4.51.3",
     "msa_config": {
       "router_layer_idx": "18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35",
-      "aux_loss": false, "lmloss_weigth": 1.0, "auxloss_weight": 0.1, "recloss_weight": 0.0, "ansloss_weight": 1.0,
-      "aux_loss_method": "INFONCE_DECOUPLE", "decouple_router": true, "rewrite_position": true, "top_k_docs": 16,
+      "aux_loss": false, "lmloss_weigth": 1.0, "auxloss_weight": 0.1, "recloss_weight": 0.0,
+      "ansloss_weight": 1.0, "aux_loss_method": "INFONCE_DECOUPLE", "decouple_router": true,
+      "rewrite_position": true, "top_k_docs": 16,
       "pooling_kernel_size": 64, "infonce_loss_temp": 0.1, "head_reduce_method": "mean",
       "query_reduce_method": "max", "chunk_reduce_method": "max", "decouple_pooling_mode": "mean"
     }
@@ -61,8 +60,8 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     static std::atomic<int> counter{0};
-    path = fs::current_path() / ("msa_tmp_cfg_" + tag + "_" + std::to_string(::getpid()) + "_" +
-                                 std::to_string(counter++));
+    path = fs::current_path() /
+           ("msa_tmp_cfg_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -162,13 +161,26 @@ TEST_CASE("config: malformed config.json is kConfig naming the file and the fiel
     json value;  // null = erase
   };
   const std::vector<Case> cases = {
-      {"vocab_size", nullptr},          {"hidden_size", "2560"},        {"intermediate_size", 0},
-      {"num_hidden_layers", -1},        {"num_attention_heads", 32.5},  {"num_key_value_heads", 7},
-      {"head_dim", 0},                  {"rms_norm_eps", "1e-6"},        {"rms_norm_eps", -1.0},
-      {"rope_theta", 0},                {"tie_word_embeddings", "yes"}, {"model_type", nullptr},
-      {"eos_token_id", "151645"},       {"eos_token_id", json::array({1, -2})},
-      {"bos_token_id", 1.5},            {"max_position_embeddings", 0}, {"hidden_size", 1ll << 40},
-      {"rope_scaling", "linear"},       {"msa_config", nullptr},        {"msa_config", json::array()},
+      {"vocab_size", nullptr},
+      {"hidden_size", "2560"},
+      {"intermediate_size", 0},
+      {"num_hidden_layers", -1},
+      {"num_attention_heads", 32.5},
+      {"num_key_value_heads", 7},
+      {"head_dim", 0},
+      {"rms_norm_eps", "1e-6"},
+      {"rms_norm_eps", -1.0},
+      {"rope_theta", 0},
+      {"tie_word_embeddings", "yes"},
+      {"model_type", nullptr},
+      {"eos_token_id", "151645"},
+      {"eos_token_id", json::array({1, -2})},
+      {"bos_token_id", 1.5},
+      {"max_position_embeddings", 0},
+      {"hidden_size", 1ll << 40},
+      {"rope_scaling", "linear"},
+      {"msa_config", nullptr},
+      {"msa_config", json::array()},
   };
   for (const Case& k : cases) {
     json j = msa4b();
@@ -253,7 +265,8 @@ TEST_CASE("config: router_layer_idx parsing", "[config]") {
   CHECK(v == std::vector<int>{0, 1, 3});
   REQUIRE(parse_router_layer_idx("007", 8, &v).ok());
   CHECK(v == std::vector<int>{7});
-  for (const char* bad : {"36", "18,36", "-1", "x", "", "1,,2", "1,", "all,1", "1.5", "99999999999999999999999", "ALL"}) {
+  for (const char* bad :
+       {"36", "18,36", "-1", "x", "", "1,,2", "1,", "all,1", "1.5", "99999999999999999999999", "ALL"}) {
     INFO(bad);
     CHECK(parse_router_layer_idx(bad, 36, &v).code() == StatusCode::kConfig);
   }
@@ -408,10 +421,10 @@ TEST_CASE("config: eos_token_id as an int or a list", "[config]") {
 TEST_CASE("config: generation_config.json parsing", "[config]") {
   GenerationDefaults g;
   const std::string gpath = "/ckpt/generation_config.json";
-  REQUIRE(parse_generation_config(R"({"bos_token_id": 151643, "do_sample": true, "eos_token_id": [151645, 151643],
-      "pad_token_id": 151643, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "transformers_version": "4.51.3"})",
-                                  gpath, &g)
-              .ok());
+  const std::string text = R"({"bos_token_id": 151643, "do_sample": true, "eos_token_id": [151645, 151643],
+      "pad_token_id": 151643, "temperature": 0.7, "top_k": 20, "top_p": 0.8,
+      "transformers_version": "4.51.3"})";
+  REQUIRE(parse_generation_config(text, gpath, &g).ok());
   CHECK(g.present);
   CHECK(g.do_sample);
   CHECK(g.temperature == Approx(0.7f));
@@ -427,9 +440,9 @@ TEST_CASE("config: generation_config.json parsing", "[config]") {
   CHECK(g.top_k == 0);
   CHECK(g.pad_token_id == -1);
 
-  for (const char* bad : {R"({"do_sample": "yes"})", R"({"top_p": 1.5})", R"({"top_k": -1})",
-                          R"({"temperature": "hot"})", R"({"eos_token_id": [1, "x"]})", R"({"pad_token_id": -3})",
-                          "{", "3"}) {
+  for (const char* bad :
+       {R"({"do_sample": "yes"})", R"({"top_p": 1.5})", R"({"top_k": -1})", R"({"temperature": "hot"})",
+        R"({"eos_token_id": [1, "x"]})", R"({"pad_token_id": -3})", "{", "3"}) {
     Status st = parse_generation_config(bad, gpath, &g);
     INFO(bad << " -> " << st.to_string());
     CHECK(st.code() == StatusCode::kConfig);

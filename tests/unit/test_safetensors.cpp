@@ -2,9 +2,8 @@
 // the library's own writer into a temporary directory under the working directory, then corrupted.
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -25,8 +24,8 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     static std::atomic<int> counter{0};
-    path = fs::current_path() / ("msa_tmp_st_" + tag + "_" + std::to_string(::getpid()) + "_" +
-                                 std::to_string(counter++));
+    path = fs::current_path() /
+           ("msa_tmp_st_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -54,7 +53,9 @@ std::string le64(uint64_t v) {
 }
 
 // A raw safetensors image from header text and a data section (no padding added).
-std::string raw_image(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
+std::string raw_image(const std::string& header, const std::string& data) {
+  return le64(header.size()) + header + data;
+}
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -102,15 +103,16 @@ TEST_CASE("safetensors: writer/reader round trip of every dtype with metadata", 
   const std::string path = dir.file("model.safetensors");
   // bf16 of odd length first: the F32 tensor after it lands on a 2-byte boundary and must be realigned.
   std::vector<TensorToWrite> tensors = {
-      {"b.bf16", DType::kBF16, {5}, bf16.data()},    {"a.f32", DType::kF32, {3, 4}, f32.data()},
-      {"c.f16", DType::kF16, {7, 1}, f16.data()},    {"d.i32", DType::kI32, {4}, i32.data()},
-      {"e.i64", DType::kI64, {2}, i64.data()},       {"f.i8", DType::kI8, {3}, i8.data()},
-      {"temperature", DType::kF32, {}, &scalar},     {"g.empty", DType::kF32, {0, 4}, nullptr},
+      {"b.bf16", DType::kBF16, {5}, bf16.data()}, {"a.f32", DType::kF32, {3, 4}, f32.data()},
+      {"c.f16", DType::kF16, {7, 1}, f16.data()}, {"d.i32", DType::kI32, {4}, i32.data()},
+      {"e.i64", DType::kI64, {2}, i64.data()},    {"f.i8", DType::kI8, {3}, i8.data()},
+      {"temperature", DType::kF32, {}, &scalar},  {"g.empty", DType::kF32, {0, 4}, nullptr},
   };
   REQUIRE(write_safetensors(path, tensors, {{"format", "pt"}, {"producer", "libmsa test"}}).ok());
   REQUIRE_FALSE(fs::exists(path + ".tmp"));
 
-  // Standard layout: little-endian length, header padded to a multiple of 8 with spaces, data in the given order.
+  // Standard layout: little-endian length, header padded to a multiple of 8 with spaces, data in the given
+  // order.
   const std::string bytes = read_bytes(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
@@ -127,7 +129,8 @@ TEST_CASE("safetensors: writer/reader round trip of every dtype with metadata", 
   REQUIRE(set.files()[0].metadata.at("format") == "pt");
   REQUIRE(set.files()[0].metadata.at("producer") == "libmsa test");
   REQUIRE(set.files()[0].header_size == n);
-  for (size_t i = 1; i < set.tensors().size(); ++i) REQUIRE(set.tensors()[i - 1].name < set.tensors()[i].name);
+  for (size_t i = 1; i < set.tensors().size(); ++i)
+    REQUIRE(set.tensors()[i - 1].name < set.tensors()[i].name);
 
   for (const TensorToWrite& w : tensors) {
     const TensorInfo* t = set.find(w.name);
@@ -191,7 +194,8 @@ TEST_CASE("safetensors: header length past EOF is kBadHeader", "[safetensors]") 
   TempDir dir("hdrlen");
   std::string bytes = read_bytes(write_two(dir));
   const std::string path = dir.file("bad.safetensors");
-  for (uint64_t n : {static_cast<uint64_t>(bytes.size() - 7), static_cast<uint64_t>(1) << 40, ~static_cast<uint64_t>(0)}) {
+  for (uint64_t n :
+       {static_cast<uint64_t>(bytes.size() - 7), static_cast<uint64_t>(1) << 40, ~static_cast<uint64_t>(0)}) {
     std::string b = bytes;
     b.replace(0, 8, le64(n));
     write_bytes(path, b);
@@ -208,23 +212,24 @@ TEST_CASE("safetensors: malformed headers are kBadHeader", "[safetensors]") {
   const std::string path = dir.file("x.safetensors");
   const std::string data(8, '\0');
   const std::vector<std::string> headers = {
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]",     // unterminated JSON
-      "[1, 2, 3]",                                                                 // not an object
-      "{\"a\": 5}",                                                                // entry not an object
-      "{\"a\": {\"shape\": [2], \"data_offsets\": [0, 8]}}",                       // no dtype
-      "{\"a\": {\"dtype\": \"F32\", \"data_offsets\": [0, 8]}}",                   // no shape
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2]}}",                             // no data_offsets
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}",      // 1 offset
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [-2], \"data_offsets\": [0, 8]}}",  // negative dim
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}", // float dim
-      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [-1, 8]}}",  // negative offset
-      "{\"a\": {\"dtype\": 7, \"shape\": [2], \"data_offsets\": [0, 8]}}",         // dtype not a string
-      "{\"__metadata__\": {\"k\": 1}}",                                            // metadata value not a string
-      "{\"__metadata__\": [\"k\"]}",                                               // metadata not an object
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]",      // unterminated JSON
+      "[1, 2, 3]",                                                                  // not an object
+      "{\"a\": 5}",                                                                 // entry not an object
+      "{\"a\": {\"shape\": [2], \"data_offsets\": [0, 8]}}",                        // no dtype
+      "{\"a\": {\"dtype\": \"F32\", \"data_offsets\": [0, 8]}}",                    // no shape
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2]}}",                              // no data_offsets
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}",       // 1 offset
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [-2], \"data_offsets\": [0, 8]}}",   // negative dim
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}",  // float dim
+      "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [-1, 8]}}",   // negative offset
+      "{\"a\": {\"dtype\": 7, \"shape\": [2], \"data_offsets\": [0, 8]}}",          // dtype not a string
+      "{\"__metadata__\": {\"k\": 1}}",  // metadata value not a string
+      "{\"__metadata__\": [\"k\"]}",     // metadata not an object
       "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
       " \"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",  // duplicate tensor name
-      "{\"\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",    // empty name
-      std::string("{\"a\xff\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}"),  // bad UTF-8
+      "{\"\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}",   // empty name
+      std::string(
+          "{\"a\xff\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}"),  // bad UTF-8
   };
   for (const std::string& h : headers) {
     INFO(h);
@@ -235,7 +240,8 @@ TEST_CASE("safetensors: malformed headers are kBadHeader", "[safetensors]") {
     CHECK(contains(st.message(), path));
   }
   // Sanity: the same entry, well-formed, opens.
-  write_bytes(path, raw_image("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", data));
+  write_bytes(path,
+              raw_image("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", data));
   SafetensorsSet set;
   REQUIRE(SafetensorsSet::open_file(path, &set).ok());
 }
@@ -244,9 +250,10 @@ TEST_CASE("safetensors: overlapping tensors are kTensorOverlap", "[safetensors]"
   TempDir dir("overlap");
   const std::string path = dir.file("overlap.safetensors");
   const std::string data(32, '\x01');
-  write_bytes(path, raw_image("{\"x.weight\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]},"
-                              " \"y.weight\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [12, 28]}}",
-                              data));
+  write_bytes(path,
+              raw_image("{\"x.weight\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]},"
+                        " \"y.weight\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [12, 28]}}",
+                        data));
   SafetensorsSet set;
   Status st = SafetensorsSet::open_file(path, &set);
   REQUIRE(st.code() == StatusCode::kTensorOverlap);
@@ -291,12 +298,18 @@ TEST_CASE("safetensors: byte span that disagrees with the shape is kShape", "[sa
   TempDir dir("shape");
   const std::string path = dir.file("shape.safetensors");
   const std::string data(64, '\0');
-  const std::vector<std::string> headers = {
-      "{\"w\": {\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 16]}}",   // needs 24 bytes
-      "{\"w\": {\"dtype\": \"BF16\", \"shape\": [4], \"data_offsets\": [16, 8]}}",     // begin > end
-      "{\"w\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 16]}}",  // overflow
-      "{\"w\": {\"dtype\": \"I64\", \"shape\": [1152921504606846976, 2], \"data_offsets\": [0, 16]}}",  // bytes overflow
-  };
+  const std::
+      vector<std::string>
+          headers =
+              {
+                  "{\"w\": {\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 16]}}",  // needs 24
+                                                                                                  // bytes
+                  "{\"w\": {\"dtype\": \"BF16\", \"shape\": [4], \"data_offsets\": [16, 8]}}",  // begin > end
+                  "{\"w\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, "
+                  "16]}}",  // overflow
+                  "{\"w\": {\"dtype\": \"I64\", \"shape\": [1152921504606846976, 2], \"data_offsets\": [0, "
+                  "16]}}",  // bytes overflow
+              };
   for (const std::string& h : headers) {
     INFO(h);
     write_bytes(path, raw_image(h, data));
@@ -319,7 +332,8 @@ TEST_CASE("safetensors: sharded checkpoint round trip through the index", "[safe
                             {{"format", "pt"}})
               .ok());
   REQUIRE(write_safetensors(dir.file("model-00002-of-00002.safetensors"),
-                            {{"lm_head.weight", DType::kBF16, {3}, c.data()}}, {{"format", "pt"}, {"shard", "2"}})
+                            {{"lm_head.weight", DType::kBF16, {3}, c.data()}},
+                            {{"format", "pt"}, {"shard", "2"}})
               .ok());
   const std::string index =
       "{\"metadata\": {\"total_size\": 46}, \"weight_map\": {"
@@ -360,21 +374,25 @@ TEST_CASE("safetensors: sharded checkpoint errors", "[safetensors]") {
   SafetensorsSet set;
 
   SECTION("a shard listed but absent is kIo") {
-    REQUIRE(write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"y\": \"gone.safetensors\"}}").ok());
+    REQUIRE(
+        write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"y\": \"gone.safetensors\"}}")
+            .ok());
     Status st = SafetensorsSet::open_index(idx, &set);
     REQUIRE(st.code() == StatusCode::kIo);
     CHECK(contains(st.message(), "gone.safetensors"));
     CHECK(contains(st.message(), idx));
   }
   SECTION("a tensor listed but not in its shard is kMissingTensor") {
-    REQUIRE(write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"y\": \"s1.safetensors\"}}").ok());
+    REQUIRE(write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"y\": \"s1.safetensors\"}}")
+                .ok());
     Status st = SafetensorsSet::open_index(idx, &set);
     REQUIRE(st.code() == StatusCode::kMissingTensor);
     CHECK(contains(st.message(), "'y'"));
     CHECK(contains(st.message(), dir.file("s1.safetensors")));
   }
   SECTION("the same tensor in two shards is kIo") {
-    REQUIRE(write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"z\": \"s2.safetensors\"}}").ok());
+    REQUIRE(write_file_atomic(idx, "{\"weight_map\": {\"x\": \"s1.safetensors\", \"z\": \"s2.safetensors\"}}")
+                .ok());
     REQUIRE(write_safetensors(dir.file("s2.safetensors"),
                               {{"x", DType::kF32, {4}, a.data()}, {"z", DType::kF32, {4}, a.data()}}, {})
                 .ok());
@@ -393,8 +411,8 @@ TEST_CASE("safetensors: sharded checkpoint errors", "[safetensors]") {
     }
   }
   SECTION("a malformed index is kBadHeader") {
-    for (const char* bad : {"{", "[]", "{\"weight_map\": []}", "{\"metadata\": {}}", "{\"weight_map\": {\"x\": 1}}",
-                            "{\"weight_map\": {}}"}) {
+    for (const char* bad : {"{", "[]", "{\"weight_map\": []}", "{\"metadata\": {}}",
+                            "{\"weight_map\": {\"x\": 1}}", "{\"weight_map\": {}}"}) {
       REQUIRE(write_file_atomic(idx, bad).ok());
       INFO(bad);
       REQUIRE(SafetensorsSet::open_index(idx, &set).code() == StatusCode::kBadHeader);
@@ -441,10 +459,14 @@ TEST_CASE("safetensors: writer rejects bad input and leaves no partial file", "[
         StatusCode::kInvalidArgument);
   CHECK(write_safetensors(path, {{"a", DType::kF32, {-1}, x}}, {}).code() == StatusCode::kInvalidArgument);
   CHECK(write_safetensors(path, {{"", DType::kF32, {2}, x}}, {}).code() == StatusCode::kInvalidArgument);
-  CHECK(write_safetensors(path, {{"__metadata__", DType::kF32, {2}, x}}, {}).code() == StatusCode::kInvalidArgument);
-  CHECK(write_safetensors(path, {{"a", DType::kF32, {2}, nullptr}}, {}).code() == StatusCode::kInvalidArgument);
-  CHECK(write_safetensors(path, {{"a", DType::kF32, {1ll << 62, 8}, x}}, {}).code() == StatusCode::kInvalidArgument);
-  CHECK(write_safetensors(path, {{"bad\xff", DType::kF32, {2}, x}}, {}).code() == StatusCode::kInvalidArgument);
+  CHECK(write_safetensors(path, {{"__metadata__", DType::kF32, {2}, x}}, {}).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(write_safetensors(path, {{"a", DType::kF32, {2}, nullptr}}, {}).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(write_safetensors(path, {{"a", DType::kF32, {1ll << 62, 8}, x}}, {}).code() ==
+        StatusCode::kInvalidArgument);
+  CHECK(write_safetensors(path, {{"bad\xff", DType::kF32, {2}, x}}, {}).code() ==
+        StatusCode::kInvalidArgument);
   CHECK_FALSE(fs::exists(path));
   Status st = write_safetensors(dir.file("no/such/dir/w.safetensors"), {{"a", DType::kF32, {2}, x}}, {});
   CHECK(st.code() == StatusCode::kIo);
@@ -483,4 +505,24 @@ TEST_CASE("safetensors: random corruption never crashes and always yields a code
       CHECK(contains(st.message(), "fuzz"));
     }
   }
+}
+
+TEST_CASE("safetensors: files written by the Python safetensors library open (tests/data)", "[safetensors]") {
+  const fs::path root = fs::path(MSA_TEST_DATA_DIR) / "goldens";
+  REQUIRE(fs::is_directory(root));
+  int n = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator(root)) {
+    if (e.path().extension() != ".safetensors") continue;
+    INFO(e.path().string());
+    SafetensorsSet set;
+    Status st = SafetensorsSet::open_file(e.path().string(), &set);
+    INFO(st.to_string());
+    REQUIRE(st.ok());
+    REQUIRE(set.size() > 0);
+    // The data section is fully covered by the tensors, as the reference writer lays it out.
+    CHECK(set.files()[0].file_size == 8 + set.files()[0].header_size + set.total_bytes());
+    for (const TensorInfo& t : set) CHECK(t.view.nbytes() == t.nbytes());
+    ++n;
+  }
+  CHECK(n > 0);
 }

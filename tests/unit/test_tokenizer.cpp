@@ -367,10 +367,52 @@ TEST_CASE("Oniguruma -> PCRE2 pattern translation", "[tokenizer]") {
 }
 
 namespace {
-// tokenizer.json text with one JSON-pointer location replaced.
+// A tiny tokenizer.json of the Qwen kind: the 256 byte-level tokens, a few merges, Qwen's pre-tokenizer.
+json tiny_tokenizer() {
+  static const json base = [] {
+    json j = json::object();
+    // Qwen3's pre-tokenizer, as in its tokenizer.json.
+    const json real_pre = json::parse(R"({"type": "Sequence", "pretokenizers": [
+      {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+       "behavior": "Isolated", "invert": false},
+      {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]})");
+    j["version"] = "1.0";
+    j["truncation"] = nullptr;
+    j["padding"] = nullptr;
+    j["added_tokens"] = json::array({json{{"id", 300}, {"content", "<|im_end|>"}, {"single_word", false},
+                                          {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                                          {"special", true}}});
+    j["normalizer"] = json{{"type", "NFC"}};
+    j["pre_tokenizer"] = real_pre;
+    j["post_processor"] = json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false},
+                               {"use_regex", false}};
+    j["decoder"] = j["post_processor"];
+    json vocab = json::object();
+    int id = 0;
+    for (int b = 0; b < 256; ++b) {
+      std::string s;
+      // GPT-2 byte-level alphabet
+      auto printable = [](int x) { return (x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || x >= 0xAE; };
+      int n = 0;
+      for (int x = 0; x < b; ++x) n += !printable(x);
+      tok::utf8_append(printable(b) ? static_cast<uint32_t>(b) : static_cast<uint32_t>(0x100 + n), &s);
+      vocab[s] = id++;
+    }
+    vocab["he"] = id++;
+    vocab["ll"] = id++;
+    vocab["hell"] = id++;
+    vocab["hello"] = id++;
+    j["model"] = json{{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
+                      {"continuing_subword_prefix", ""}, {"end_of_word_suffix", ""}, {"fuse_unk", false},
+                      {"byte_fallback", false}, {"ignore_merges", false}, {"vocab", vocab},
+                      {"merges", json::array({json::array({"h", "e"}), json::array({"l", "l"}),
+                                              json::array({"he", "ll"}), json::array({"hell", "o"})})}};
+    return j;
+  }();
+  return base;
+}
 std::string patched(const std::string& pointer, const json& value) {
-  static const json base = json::parse(read_all(kTokJson));
-  json j = base;
+  json j = tiny_tokenizer();
   j[json::json_pointer(pointer)] = value;
   return j.dump();
 }
@@ -380,6 +422,19 @@ StatusCode load_code(const std::string& text) {
 }
 }  // namespace
 
+TEST_CASE("a minimal tokenizer.json of the same kind loads and works", "[tokenizer]") {
+  std::unique_ptr<Tokenizer> t;
+  REQUIRE(Tokenizer::load_from_memory(tiny_tokenizer().dump(), "", "tiny.json", &t).ok());
+  CHECK(enc(*t, "hello") == std::vector<int32_t>{259});
+  CHECK(enc(*t, "hello<|im_end|>hell") == std::vector<int32_t>{259, 300, 258});
+  CHECK(dec(*t, {259, 300, 258}) == "hello<|im_end|>hell");
+  // "a b" merge strings are the same as ["a", "b"] pairs.
+  json j = tiny_tokenizer();
+  j["model"]["merges"] = json::array({"h e", "l l", "he ll", "hell o"});
+  REQUIRE(Tokenizer::load_from_memory(j.dump(), "", "tiny.json", &t).ok());
+  CHECK(enc(*t, "hello") == std::vector<int32_t>{259});
+}
+
 TEST_CASE("unsupported or malformed tokenizer.json files are rejected clearly", "[tokenizer]") {
   CHECK(load_code(patched("/normalizer", json{{"type", "NFKC"}})) == StatusCode::kUnsupported);
   CHECK(load_code(patched("/model/type", "WordPiece")) == StatusCode::kUnsupported);
@@ -387,22 +442,25 @@ TEST_CASE("unsupported or malformed tokenizer.json files are rejected clearly", 
   CHECK(load_code(patched("/post_processor", json{{"type", "TemplateProcessing"}})) == StatusCode::kUnsupported);
   CHECK(load_code(patched("/added_tokens/0/lstrip", true)) == StatusCode::kUnsupported);
   CHECK(load_code(patched("/model/byte_fallback", true)) == StatusCode::kUnsupported);
+  CHECK(load_code(patched("/model/dropout", 0.1)) == StatusCode::kUnsupported);
+  CHECK(load_code(patched("/truncation", json{{"max_length", 5}})) == StatusCode::kUnsupported);
   CHECK(load_code(patched("/pre_tokenizer/pretokenizers/0/behavior", "Removed")) == StatusCode::kUnsupported);
-  CHECK(load_code(patched("/model/merges/5", "Ġ")) == StatusCode::kTokenizer);
-  CHECK(load_code(patched("/model/merges/5", json::array({"zzqq", "x"}))) == StatusCode::kTokenizer);
+  CHECK(load_code(patched("/pre_tokenizer/pretokenizers/0/pattern/Regex", "\\d+")) == StatusCode::kUnsupported);
+  CHECK(load_code(patched("/pre_tokenizer", json{{"type", "Whitespace"}})) == StatusCode::kUnsupported);
+  CHECK(load_code(patched("/model/merges/1", "l")) == StatusCode::kTokenizer);
+  CHECK(load_code(patched("/model/merges/1", json::array({"zz", "q"}))) == StatusCode::kTokenizer);
+  CHECK(load_code(patched("/model/vocab/hello", -1)) == StatusCode::kTokenizer);
+  CHECK(load_code(patched("/model/vocab/hello", "x")) == StatusCode::kTokenizer);
   CHECK(load_code("{\"model\": ") == StatusCode::kTokenizer);
   CHECK(load_code("[]") == StatusCode::kTokenizer);
   std::unique_ptr<Tokenizer> t;
-  Status s = Tokenizer::load("/nonexistent/tokenizer.json", &t);
+  Status s = Tokenizer::load_from_memory("{\"model\": ", "", "broken.json", &t);
+  CHECK(s.message().find("broken.json") != std::string::npos);
+  s = Tokenizer::load("/nonexistent/tokenizer.json", &t);
   CHECK(s.code() == StatusCode::kIo);
-  // The "a b" merge form and the ["a", "b"] pair form load to the same tokenizer.
-  json j = json::parse(read_all(kTokJson));
-  json strs = json::array();
-  for (const json& m : j["model"]["merges"]) strs.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
-  j["model"]["merges"] = strs;
-  REQUIRE(Tokenizer::load_from_memory(j.dump(), "", "strings.json", &t).ok());
-  std::string text = "Merges in string form: don't 123 中文 <|im_end|>";
-  CHECK(enc(*t, text) == enc(qwen(), text));
+  // A malformed tokenizer_config.json is an error too (named).
+  s = Tokenizer::load_from_memory(tiny_tokenizer().dump(), "{\"eos_token\": \"<nope>\"}", "tiny.json", &t);
+  CHECK(s.code() == StatusCode::kTokenizer);
 }
 
 TEST_CASE("C API: msa_tokenizer_*, msa_detokenizer_*", "[tokenizer][capi]") {

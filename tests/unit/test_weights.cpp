@@ -1,9 +1,8 @@
 // bind_weights / count_parameters against tiny checkpoints written with write_safetensors (spec §1.3).
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -23,8 +22,8 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     static std::atomic<int> counter{0};
-    path = fs::current_path() / ("msa_tmp_w_" + tag + "_" + std::to_string(::getpid()) + "_" +
-                                 std::to_string(counter++));
+    path = fs::current_path() /
+           ("msa_tmp_w_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -58,7 +57,8 @@ ModelConfig tiny_config(bool decouple = true, bool tied = true) {
 
 // Expected names and shapes for a config (spec §1.3), lm_head included only when `with_lm_head`.
 std::map<std::string, std::vector<int64_t>> expected_tensors(const ModelConfig& c, bool with_lm_head) {
-  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim;
   const int64_t in = c.intermediate_size;
   std::map<std::string, std::vector<int64_t>> m;
   m["model.embed_tokens.weight"] = {c.vocab_size, h};
@@ -330,7 +330,8 @@ TEST_CASE("weights: a sharded checkpoint binds and errors name the shard", "[wei
   bool first = true;
   for (const auto& [name, shape] : all) {
     index += std::string(first ? "" : ",") + "\"" + name + "\": \"" +
-             (s1.count(name) ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") + "\"";
+             (s1.count(name) ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") +
+             "\"";
     first = false;
   }
   index += "}}";
@@ -351,4 +352,39 @@ TEST_CASE("weights: a sharded checkpoint binds and errors name the shard", "[wei
   REQUIRE(bind_weights(set, c, &w).ok());
   CHECK(w.layers[2].up_proj.data == set.find("model.layers.2.mlp.up_proj.weight")->view.data);
   CHECK(w.layers[0].q_proj.data == set.find("model.layers.0.self_attn.q_proj.weight")->view.data);
+}
+
+TEST_CASE("weights: every checkpoint in tests/data/models loads, validates and binds", "[weights]") {
+  const fs::path root = fs::path(MSA_TEST_DATA_DIR) / "models";
+  REQUIRE(fs::is_directory(root));
+  int n = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator(root)) {
+    if (!fs::exists(e.path() / "config.json")) continue;
+    INFO(e.path().string());
+    ModelConfig c;
+    Status st = load_model_config(e.path().string(), &c);
+    INFO(st.to_string());
+    REQUIRE(st.ok());
+    SafetensorsSet set;
+    st = SafetensorsSet::open_dir(e.path().string(), &set);
+    INFO(st.to_string());
+    REQUIRE(st.ok());
+    ModelWeights w;
+    st = bind_weights(set, c, &w);
+    INFO(st.to_string());
+    REQUIRE(st.ok());
+    REQUIRE(w.layers.size() == static_cast<size_t>(c.num_hidden_layers));
+    // Every parameter in the file is bound (lm_head counted once when tied and present).
+    int64_t in_file = 0;
+    for (const TensorInfo& t : set) {
+      if (t.name == "temperature" || t.name == "b" || (c.tie_word_embeddings && t.name == "lm_head.weight"))
+        continue;
+      in_file += t.view.numel();
+    }
+    CHECK(count_parameters(w, c) == in_file);
+    CHECK(c.generation.present);
+    CHECK_FALSE(c.generation.eos_token_ids.empty());
+    ++n;
+  }
+  CHECK(n > 0);
 }

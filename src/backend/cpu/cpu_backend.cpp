@@ -92,14 +92,19 @@ Status CpuBackend::matmul(const float* x, int64_t n_rows, const TensorView& w, f
   const DType dt = w.dtype;
   const void* wd = w.data;
 
-  if (n_rows == 1) {
+  if (n_rows <= cpu::kGemvMaxRows) {
     // GEMV over groups of 4 output rows (the kernel's row blocking); ~256 KiB of weights per chunk at least.
-    float* xp = thread_scratch(kSlotGemvX, static_cast<size_t>(k));
-    kr.gemv_prepare(dt, x, k, xp);
+    float* xp = nullptr;
+    try {
+      xp = thread_scratch(kSlotGemvX, static_cast<size_t>(n_rows * k));
+    } catch (const std::bad_alloc&) {
+      return Error(StatusCode::kOutOfMemory, "matmul: no memory for ", n_rows * k, " inputs");
+    }
+    for (int64_t r = 0; r < n_rows; ++r) kr.gemv_prepare(dt, x + r * k, k, xp + r * k);
     const int64_t n_groups = (n_out + 3) / 4;
     const int64_t bytes_per_group = 4 * k * static_cast<int64_t>(dtype_size(dt));
     pool_->parallel_for(n_groups, grain_for(bytes_per_group, int64_t{1} << 18), [&](int64_t b, int64_t e) {
-      kr.gemv(dt, wd, k, xp, y, 4 * b, std::min(n_out, 4 * e));
+      kr.gemv(dt, wd, k, xp, n_rows, y, n_out, 4 * b, std::min(n_out, 4 * e));
     });
     return Status::Ok();
   }

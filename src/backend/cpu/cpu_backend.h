@@ -2,6 +2,13 @@
 // run time when the CPU has them (the build itself assumes only x86-64 / the compiler's baseline), a portable
 // scalar path otherwise. Work is split over output rows (matmul) or (query, kv-head) pairs (attention) on a
 // ThreadPool.
+//
+// Matmul paths: n_rows <= 8 streams W once, converting in registers (GEMV-like, bandwidth bound); more rows
+// pack blocks of W into f32 tiles reused by all rows (GEMM). Batch invariance, which the encoder relies on:
+// on the GEMM path every output value is computed by the same operations whatever n_rows, the row's index
+// and the thread split, so a row's result is bit-identical in any batch of > 8 rows (the GEMV path sums in
+// another order). All other ops are row-wise, and attention reads a query's visible keys in key order, so the
+// whole forward inherits the property for batches of > 8 rows.
 #pragma once
 
 #include "backend/backend.h"

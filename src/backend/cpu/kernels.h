@@ -15,15 +15,20 @@ namespace msa::cpu {
 // kernels (which pack a block of W into an f32 tile of kGemmBlockRows x kGemmKc floats).
 constexpr int64_t kGemmBlockRows = 64;
 constexpr int64_t kGemmKc = 256;
+// Up to this many rows of X, matmul streams W through gemv (no packing); more rows go to gemm.
+constexpr int64_t kGemvMaxRows = 8;
 
 struct Kernels {
   const char* name;
 
-  // Prepares the f32 vector x[K] for gemv with weights of dtype `dt` into xp[K] (a copy, or a permutation
-  // that matches how the kernel unpacks bf16 pairs).
+  // Prepares one f32 row x[K] for gemv with weights of dtype `dt` into xp[K] (a copy, or a permutation that
+  // matches how the kernel unpacks bf16 pairs).
   void (*gemv_prepare)(DType dt, const float* x, int64_t k, float* xp);
-  // y[o] = dot(W[o, :], x) for o in [o0, o1); W: [*, K] row-major of dtype dt; xp from gemv_prepare.
-  void (*gemv)(DType dt, const void* w, int64_t k, const float* xp, float* y, int64_t o0, int64_t o1);
+  // y[r, o] = dot(W[o, :], x[r, :]) for r < T and o in [o0, o1), T <= kGemvMaxRows: every weight is loaded and
+  // converted once, in registers, and used for all T rows. W: [*, K] row-major of dtype dt; xp: [T, K], each
+  // row from gemv_prepare; y: [T, ldy].
+  void (*gemv)(DType dt, const void* w, int64_t k, const float* xp, int64_t t, float* y, int64_t ldy, int64_t o0,
+               int64_t o1);
 
   // Floats of scratch one gemm call needs for a given K (64-byte aligned by the caller).
   size_t (*gemm_scratch)(int64_t k);

@@ -4,10 +4,12 @@
 // CPU (CpuBackend only calls these after cpu_has_avx2()). No lambdas here: they would not inherit the target.
 //
 // Matmul (Y[T, out] = X[T, in] · Wᵀ, W [out, in] row-major in bf16/f16/f32):
-// * gemv (T == 1), bandwidth bound: W is streamed once, converted in registers. bf16 uses the pair trick:
+// * gemv (T <= 8), bandwidth bound: W is streamed once, converted in registers. bf16 uses the pair trick:
 //   a 32-bit lane holding two bf16 values w[2j] (low half) and w[2j+1] (high half) gives f32 w[2j] by a left
 //   shift of 16 and f32 w[2j+1] by masking the low half, so 16 weights cost 1 load + 2 integer ops; x is
-//   permuted once per call (gemv_prepare) into matching even/odd order. 4 rows at a time, 8 accumulators.
+//   permuted once per call (gemv_prepare) into matching even/odd order. T == 1: 4 rows at a time, 8
+//   accumulators; 2 <= T <= 8: each converted block feeds all T rows of x (no packing, whose transposes
+//   would cost more than the arithmetic at such T).
 // * gemm (T > 1): for each block of 64 output rows and each 256-wide slice of K, the W block is converted
 //   to f32 and packed transposed, [k][16 rows] per 16-row panel (64 KiB, stays in L2), then a 6x16
 //   register-blocked micro-kernel (12 accumulators, x broadcast from its row) runs over every 6 rows of X.
@@ -162,7 +164,100 @@ MSA_AVX2 inline void gemv_8wide_rows(const void* wv, int64_t k, const float* xp,
   }
 }
 
-MSA_AVX2 void gemv_avx2(DType dt, const void* w, int64_t k, const float* xp, float* y, int64_t o0, int64_t o1) {
+// 16 weights of a row at column i as two f32 vectors, in the order gemv_prepare put x in: bf16 -> (even, odd),
+// f16/f32 -> (first 8, next 8).
+template <int DT>
+MSA_AVX2 inline void load16_weights(const void* row, int64_t i, __m256* w0, __m256* w1) {
+  if (DT == static_cast<int>(DType::kBF16)) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i));
+    *w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    *w1 = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  } else if (DT == static_cast<int>(DType::kF16)) {
+    *w0 = load8_f16(static_cast<const uint16_t*>(row) + i);
+    *w1 = load8_f16(static_cast<const uint16_t*>(row) + i + 8);
+  } else {
+    *w0 = _mm256_loadu_ps(static_cast<const float*>(row) + i);
+    *w1 = _mm256_loadu_ps(static_cast<const float*>(row) + i + 8);
+  }
+}
+
+MSA_AVX2 inline float load1_weight(DType dt, const void* row, int64_t i) {
+  if (dt == DType::kBF16) return bf16_to_f32(static_cast<const uint16_t*>(row)[i]);
+  if (dt == DType::kF16) return f16_to_f32(static_cast<const uint16_t*>(row)[i]);
+  return static_cast<const float*>(row)[i];
+}
+
+// y[t, r] = dot(W row r, xp row t) for R consecutive W rows and T rows of xp: each 16-weight block is loaded
+// and converted once and feeds 2·T FMAs. R·T accumulators (<= 8), x rows read from L1/L2.
+template <int R, int T, int DT>
+MSA_AVX2 inline void gemv_multi_rows(const void* w, int64_t k, const float* xp, float* y, int64_t ldy) {
+  const size_t esz = dtype_size(static_cast<DType>(DT));
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = static_cast<const uint8_t*>(w) + static_cast<size_t>(r) * static_cast<size_t>(k) * esz;
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  const int64_t k16 = k & ~int64_t{15};
+  for (int64_t i = 0; i < k16; i += 16) {
+    __m256 w0[R], w1[R];
+    for (int r = 0; r < R; ++r) load16_weights<DT>(rows[r], i, &w0[r], &w1[r]);
+    for (int t = 0; t < T; ++t) {
+      const __m256 x0 = _mm256_loadu_ps(xp + t * k + i);
+      const __m256 x1 = _mm256_loadu_ps(xp + t * k + i + 8);
+      for (int r = 0; r < R; ++r) {
+        acc[r][t] = _mm256_fmadd_ps(w0[r], x0, acc[r][t]);
+        acc[r][t] = _mm256_fmadd_ps(w1[r], x1, acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      float s = hsum(acc[r][t]);
+      for (int64_t i = k16; i < k; ++i) s += load1_weight(static_cast<DType>(DT), rows[r], i) * xp[t * k + i];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+// Rows [o0, o1) for T in 2..8: pairs of W rows for T <= 4, single rows above (accumulators fit in registers).
+template <int T, int DT>
+MSA_AVX2 void gemv_multi(const void* w, int64_t k, const float* xp, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const size_t row_bytes = static_cast<size_t>(k) * dtype_size(static_cast<DType>(DT));
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  int64_t o = o0;
+  if (T <= 4) {
+    for (; o + 2 <= o1; o += 2) gemv_multi_rows<2, T, DT>(wb + static_cast<size_t>(o) * row_bytes, k, xp, y + o, ldy);
+  }
+  for (; o < o1; ++o) gemv_multi_rows<1, T, DT>(wb + static_cast<size_t>(o) * row_bytes, k, xp, y + o, ldy);
+}
+
+template <int DT>
+MSA_AVX2 void gemv_multi_dispatch(const void* w, int64_t k, const float* xp, int64_t t, float* y, int64_t ldy,
+                                  int64_t o0, int64_t o1) {
+  switch (t) {
+    case 2: gemv_multi<2, DT>(w, k, xp, y, ldy, o0, o1); break;
+    case 3: gemv_multi<3, DT>(w, k, xp, y, ldy, o0, o1); break;
+    case 4: gemv_multi<4, DT>(w, k, xp, y, ldy, o0, o1); break;
+    case 5: gemv_multi<5, DT>(w, k, xp, y, ldy, o0, o1); break;
+    case 6: gemv_multi<6, DT>(w, k, xp, y, ldy, o0, o1); break;
+    case 7: gemv_multi<7, DT>(w, k, xp, y, ldy, o0, o1); break;
+    default: gemv_multi<8, DT>(w, k, xp, y, ldy, o0, o1); break;
+  }
+}
+
+MSA_AVX2 void gemv_avx2(DType dt, const void* w, int64_t k, const float* xp, int64_t t, float* y, int64_t ldy,
+                        int64_t o0, int64_t o1) {
+  if (t > 1) {
+    // Larger T are split by the caller; here 2 <= t <= kGemvMaxRows.
+    if (dt == DType::kBF16) {
+      gemv_multi_dispatch<static_cast<int>(DType::kBF16)>(w, k, xp, t, y, ldy, o0, o1);
+    } else if (dt == DType::kF16) {
+      gemv_multi_dispatch<static_cast<int>(DType::kF16)>(w, k, xp, t, y, ldy, o0, o1);
+    } else {
+      gemv_multi_dispatch<static_cast<int>(DType::kF32)>(w, k, xp, t, y, ldy, o0, o1);
+    }
+    return;
+  }
   int64_t o = o0;
   if (dt == DType::kBF16) {
     const uint16_t* wb = static_cast<const uint16_t*>(w);

@@ -53,24 +53,32 @@ void gemv_prepare_scalar(DType, const float* x, int64_t k, float* xp) {
   std::memcpy(xp, x, static_cast<size_t>(k) * sizeof(float));
 }
 
-// Converts blocks of 256 weights at a time into a stack buffer, so no scratch is needed.
-void gemv_scalar(DType dt, const void* w, int64_t k, const float* xp, float* y, int64_t o0, int64_t o1) {
+// Converts blocks of 256 weights at a time into a stack buffer (so no scratch is needed) and uses each block
+// for all t rows of x.
+void gemv_scalar(DType dt, const void* w, int64_t k, const float* xp, int64_t t, float* y, int64_t ldy, int64_t o0,
+                 int64_t o1) {
   constexpr int64_t kBlock = 256;
   float buf[kBlock];
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* row = row_ptr(dt, w, k, o);
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float acc[kGemvMaxRows][8] = {};
     for (int64_t k0 = 0; k0 < k; k0 += kBlock) {
       const int64_t kb = std::min(kBlock, k - k0);
       to_f32(dt, row + static_cast<size_t>(k0) * dtype_size(dt), buf, kb);
-      const float* xb = xp + k0;
-      int64_t i = 0;
-      for (; i + 8 <= kb; i += 8) {
-        for (int j = 0; j < 8; ++j) acc[j] += buf[i + j] * xb[i + j];
+      for (int64_t r = 0; r < t; ++r) {
+        const float* xb = xp + r * k + k0;
+        float* a = acc[r];
+        int64_t i = 0;
+        for (; i + 8 <= kb; i += 8) {
+          for (int j = 0; j < 8; ++j) a[j] += buf[i + j] * xb[i + j];
+        }
+        for (int j = 0; i < kb; ++i, ++j) a[j] += buf[i] * xb[i];
       }
-      for (int j = 0; i < kb; ++i, ++j) acc[j] += buf[i] * xb[i];
     }
-    y[o] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (int64_t r = 0; r < t; ++r) {
+      const float* a = acc[r];
+      y[r * ldy + o] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    }
   }
 }
 
