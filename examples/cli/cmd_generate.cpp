@@ -84,6 +84,19 @@ nlohmann::json layers_json(const msa_result* r) {
   return layers;
 }
 
+// Per router layer of the first round: the retrieved document ids with their scores, best first.
+void print_layers(const msa_result* r) {
+  for (int32_t s = 0; s < msa_result_n_router_layers(r); ++s) {
+    const uint64_t* ids = nullptr;
+    const float* scores = nullptr;
+    int64_t n = msa_result_layer_topk(r, s, &ids, &scores);
+    std::printf("layer %d retrieved:", msa_result_router_layer(r, s));
+    for (int64_t i = 0; i < n; ++i)
+      std::printf(" [%llu] %.3f", static_cast<unsigned long long>(ids[i]), static_cast<double>(scores[i]));
+    std::printf("\n");
+  }
+}
+
 // Loads the model and, when --docs is given, builds the memory. Returns 0 or an exit code.
 int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem) {
   msa_status st = msa_model_load(c.model.c_str(), nullptr, model);
@@ -152,10 +165,24 @@ int cmd_generate(int argc, char** argv) {
                          {"routing_bytes", u.routing_bytes}, {"content_bytes", u.content_bytes}};
       std::printf("%s\n", out.dump(2).c_str());
     } else {
-      std::printf("\n");
-      std::fprintf(stderr, "stop: %s; prompt %lld tokens, prefill %.1f ms, TTFT %.1f ms, decode %.1f tok/s\n",
-                   msa_result_stop_reason(r), static_cast<long long>(t.prompt_tokens), t.prefill_ms, t.ttft_ms,
-                   t.decode_tokens_per_s);
+      std::printf("\n\n");
+      print_layers(r);
+      for (int32_t i = 0; i < msa_result_n_rounds(r); ++i) {
+        const uint64_t* d = nullptr;
+        int64_t nd = msa_result_round_documents(r, i, &d);
+        std::printf("round %d: documents read:", i + 1);
+        for (int64_t j = 0; j < nd; ++j) std::printf(" [%llu]", static_cast<unsigned long long>(d[j]));
+        std::printf("%s\n", nd > 0 ? "" : " none");
+      }
+      if (have_mem)
+        std::printf("memory: %lld documents, %lld tokens, %lld chunks/layer; device tier (routing keys) %.2f MiB, "
+                    "host tier (K/V pages) %.2f MiB\n",
+                    static_cast<long long>(u.n_documents), static_cast<long long>(u.n_tokens),
+                    static_cast<long long>(u.n_chunks), static_cast<double>(u.routing_bytes) / 1048576.0,
+                    static_cast<double>(u.content_bytes) / 1048576.0);
+      std::printf("stop: %s; prompt %lld tokens, prefill %.1f ms, time to first token %.1f ms, decode %.1f tokens/s\n",
+                  msa_result_stop_reason(r), static_cast<long long>(t.prompt_tokens), t.prefill_ms, t.ttft_ms,
+                  t.decode_tokens_per_s);
     }
   }
   msa_result_free(r);
@@ -181,15 +208,7 @@ int cmd_route(int argc, char** argv) {
     } else if (c.json) {
       std::printf("%s\n", nlohmann::json({{"layers", layers_json(r)}}).dump(2).c_str());
     } else {
-      for (int32_t s = 0; s < msa_result_n_router_layers(r); ++s) {
-        const uint64_t* ids = nullptr;
-        const float* scores = nullptr;
-        int64_t n = msa_result_layer_topk(r, s, &ids, &scores);
-        std::printf("layer %d:", msa_result_router_layer(r, s));
-        for (int64_t i = 0; i < n; ++i)
-          std::printf(" [%llu] %.4f", static_cast<unsigned long long>(ids[i]), static_cast<double>(scores[i]));
-        std::printf("\n");
-      }
+      print_layers(r);
     }
   }
   msa_result_free(r);

@@ -115,6 +115,15 @@ int build_memory(const char* cmd, const msa_model* model, const DocFile& docs, m
     msa_memory_free(mem);
     return fail(cmd, st);
   }
+  if (!quiet) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count();
+    msa_memory_usage u;
+    u.struct_size = sizeof u;
+    if (msa_memory_stats(mem, &u) == MSA_OK)
+      std::fprintf(stderr, "encoded %lld documents, %lld tokens in %.1f s (%.0f tokens/s)\n",
+                   static_cast<long long>(u.n_documents), static_cast<long long>(u.n_tokens), secs,
+                   secs > 0 ? static_cast<double>(u.n_tokens) / secs : 0.0);
+  }
   *out = mem;
   return 0;
 }
