@@ -203,7 +203,7 @@ typedef struct msa_tokenizer_desc {
   int32_t bos_id;          /* from tokenizer_config.json; -1 when none (Qwen: none) */
   int32_t eos_id;          /* -1 when none (Qwen: 151645, <|im_end|>) */
   int32_t pad_id;          /* -1 when none (Qwen: 151643, <|endoftext|>) */
-  int32_t max_token_bytes; /* longest token in bytes: one detokenizer push emits at most 3 * this + 3 */
+  int32_t max_token_bytes; /* longest token in bytes: one detokenizer push emits at most 3 * (this + 3) */
 } msa_tokenizer_desc;
 
 /* Loads a tokenizer.json (or a directory holding one) and, if present beside it, tokenizer_config.json
@@ -275,12 +275,12 @@ MSA_API msa_status msa_detokenizer_create(const msa_tokenizer *tokenizer, int sk
 
 /* Pushes one id; the text it completes goes to out_text[0..cap) (buffer rule above; often 0 bytes).
  * On MSA_ERR_BUFFER_TOO_SMALL (needed size in *out_len) or MSA_ERR_INVALID_ARGUMENT (bad id) the
- * detokenizer is unchanged: retry with a larger buffer. A buffer of 3 * max_token_bytes + 4 always fits. */
+ * detokenizer is unchanged: retry with a larger buffer. 3 * (max_token_bytes + 3) + 1 bytes always suffice. */
 MSA_API msa_status msa_detokenizer_push(msa_detokenizer *detokenizer, int32_t id, char *out_text, size_t cap,
                                         size_t *out_len);
 
 /* Ends the stream: writes what is held back (0..3 bytes, or U+FFFD) and resets the detokenizer for a new
- * stream. Buffer rule above; 4 bytes always suffice. Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_BUFFER_TOO_SMALL
+ * stream. Buffer rule above; 4 bytes always suffice (3 + the NUL). Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_BUFFER_TOO_SMALL
  * (unchanged then). */
 MSA_API msa_status msa_detokenizer_flush(msa_detokenizer *detokenizer, char *out_text, size_t cap, size_t *out_len);
 

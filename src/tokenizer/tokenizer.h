@@ -89,7 +89,7 @@ class Tokenizer {
 
   // 1 + the largest id (model vocabulary and added tokens).
   int32_t vocab_size() const { return static_cast<int32_t>(offsets_.size()) - 1; }
-  // Longest token in bytes (bounds the output of one streaming-decoder step: 3 * this + 3).
+  // Longest token in bytes (bounds the output of one streaming-decoder step: 3 * (this + 3)).
   size_t max_token_bytes() const { return max_token_bytes_; }
 
   // From tokenizer_config.json (-1 / empty when absent).

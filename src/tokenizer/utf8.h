@@ -41,7 +41,7 @@ class Utf8Repairer {
 // Appends the repaired form of `s` to `out` (copy of `s` when it is valid).
 void utf8_repair(std::string_view s, std::string* out);
 
-// Decodes one code point of a *valid* UTF-8 string at `p` (end `e`), advancing `p`.
+// Decodes one code point of a *valid* UTF-8 string at `p`, advancing `p`.
 inline uint32_t utf8_next(const unsigned char*& p) {
   uint32_t c = *p++;
   if (c < 0x80) return c;
