@@ -165,13 +165,6 @@ MSA_API msa_status msa_tokenizer_token_to_id(const msa_tokenizer* tokenizer, con
   });
 }
 
-// Placeholder so that the library links before capi_model.cpp provides the real msa_model_tokenizer
-// (a strong definition there replaces this weak one at link time). Returns NULL: "no tokenizer".
-MSA_API __attribute__((weak)) const msa_tokenizer* msa_model_tokenizer(const msa_model* model) {
-  (void)model;
-  return nullptr;
-}
-
 static const msa::Tokenizer* model_tok(const char* fn, const msa_model* model, msa_status* st) {
   if (!model) {
     *st = fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": model is NULL");
