@@ -115,12 +115,18 @@ MSA_API msa_status msa_generate(const msa_model* model, const msa_memory* memory
       o.sampling.top_p = p.top_p < 0 ? (g.present ? g.top_p : 1.0f) : p.top_p;
       o.sampling.top_k = p.sampling_top_k < 0 ? (g.present ? g.top_k : 0) : p.sampling_top_k;
     }
+    if (p.logits_callback) {
+      o.on_logits = [cb = p.logits_callback, ud = p.logits_user_data](const msa::LogitsStep& st, float* logits,
+                                                                      int64_t vocab) {
+        return cb(st.round, st.round_index, st.index, logits, vocab, ud);
+      };
+    }
     if (on_token) {
       o.on_token = [on_token, user_data](std::string_view piece) {
         return on_token(piece.data(), piece.size(), user_data);
       };
     }
-    msa::Session session(m, memory ? memory->bank.get() : nullptr);
+    msa::Session session(m, memory ? memory->bank.get() : nullptr, model->backend());
     msa::GenerateResult res;
     msa::Status s = session.generate(prompt, o, &res);
     if (!s.ok() && s.code() != msa::StatusCode::kCancelled) return fail(s);
@@ -152,7 +158,7 @@ MSA_API msa_status msa_route(const msa_model* model, const msa_memory* memory, c
     msa_generate_params p;
     if (msa_status st = check_common(fn, model, memory, prompt, out_result, params, &p)) return st;
     MSA_CHECK_ARG(memory, fn, "memory is NULL (routing needs a memory bank)");
-    msa::Session session(*model->model, memory->bank.get());
+    msa::Session session(*model->model, memory->bank.get(), model->backend());
     msa::RouteOptions o;
     o.doc_top_k = p.top_k;
     o.first_position = p.first_position;

@@ -41,7 +41,7 @@ MSA_API msa_status msa_memory_create(const msa_model* model, const msa_memory_pa
     auto mem = std::make_unique<msa_memory>();
     mem->model = model;
     mem->params = p;
-    msa::Status s = msa::create_memory_bank(m, nullptr, &mem->bank);
+    msa::Status s = msa::create_memory_bank(m, model->backend(), &mem->bank);
     if (!s.ok()) return fail(s);
     *out_memory = mem.release();
     return to_c(msa::Status::Ok());
@@ -76,6 +76,7 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
       for (size_t i = 0; i < n_docs; ++i) ids.push_back(docs[i].id);
     msa::EncoderOptions opts;
     opts.batch_tokens = memory->params.batch_tokens;
+    opts.backend = memory->model->backend();
     if (progress) {
       opts.progress = [progress, user_data](const msa::EncodeProgress& p) {
         return progress(p.documents_done, p.documents_total, p.tokens_done, p.tokens_total, user_data);

@@ -39,6 +39,12 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     opts.load_tokenizer = p.load_tokenizer != 0;
     auto handle = std::make_unique<msa_model>();
     handle->params = p;
+    if (p.n_threads > 0) {
+      handle->pool = std::make_unique<msa::ThreadPool>(p.n_threads);
+      msa::CpuBackendOptions bo;
+      bo.pool = handle->pool.get();
+      handle->cpu_backend = std::make_unique<msa::CpuBackend>(bo);
+    }
     msa::Status s = msa::Model::load(dir, opts, &handle->model);
     if (!s.ok()) return fail(s);
     *out_model = handle.release();
@@ -91,7 +97,8 @@ MSA_API msa_status msa_model_logits(const msa_model* model, const int32_t* token
     if (cap < c.vocab_size)
       return fail(MSA_ERR_BUFFER_TOO_SMALL, "msa_model_logits: cap " + std::to_string(cap) + " < vocab_size " +
                                                 std::to_string(c.vocab_size));
-    return to_c(msa::forward_logits(model->model->weights(), c, tokens, n_tokens, out_logits, false));
+    return to_c(msa::forward_logits(model->model->weights(), c, tokens, n_tokens, out_logits, false,
+                                          model->backend()));
   });
 }
 

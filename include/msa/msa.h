@@ -100,7 +100,8 @@ typedef enum msa_backend {
 
 typedef struct msa_model_params {
   uint32_t struct_size;   /* sizeof(msa_model_params), set by msa_model_params_init */
-  int32_t n_threads;      /* CPU threads; 0 = all hardware threads (default) */
+  int32_t n_threads;      /* CPU threads of this model's work (its own pool); 0 (default): the shared process
+                             pool of all hardware threads (or MSA_NUM_THREADS) */
   int32_t backend;        /* msa_backend; default MSA_BACKEND_CPU */
   int32_t load_tokenizer; /* non-zero (default): tokenizer.json must be present and is loaded */
 } msa_model_params;
@@ -358,6 +359,15 @@ MSA_API msa_status msa_memory_stats(const msa_memory *memory, msa_memory_usage *
  * restated and the answer generated. Thread-safety: a model and a bank may be used by several msa_generate
  * calls on different threads at once; each call has its own state. */
 
+/* Constrained decoding (a Hugging Face LogitsProcessor, a llama.cpp grammar): sees the logits[n_vocab] of
+ * every sampling step before the sampler and may change them in place — -INFINITY forbids a token, leaving a
+ * single finite logit forces it. `round` is the 1-based interleave round (1 in plain mode), `round_step` the
+ * tokens sampled before this one in the round, `step` those sampled before it in the call. Return non-zero
+ * to stop (the call returns MSA_ERR_CANCELLED with what was generated so far). Called on the calling thread;
+ * `logits` is valid only during the call. */
+typedef int (*msa_logits_callback)(int32_t round, int64_t round_step, int64_t step, float *logits,
+                                   int64_t n_vocab, void *user_data);
+
 typedef struct msa_generate_params {
   uint32_t struct_size;   /* sizeof(msa_generate_params), set by msa_generate_params_init */
   int32_t top_k;          /* documents per router layer (default 16); k = min(top_k, documents) */
@@ -369,6 +379,8 @@ typedef struct msa_generate_params {
   int32_t interleave;     /* non-zero (default): Memory Interleave; 0: plain routing + decoding */
   int32_t max_rounds;     /* interleave rounds per call (default 4) */
   int32_t first_position; /* RoPE position of the first prompt token; < 0 (default): 3 + top_k */
+  msa_logits_callback logits_callback; /* constrained decoding (msa_generate only); NULL (default): none */
+  void *logits_user_data;              /* passed to logits_callback */
 } msa_generate_params;
 
 /* Fills defaults. `params` must not be NULL. Thread-safe. */

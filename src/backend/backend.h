@@ -20,6 +20,8 @@
 
 namespace msa {
 
+class ThreadPool;
+
 // Arguments of Backend::attention. Key rows are split in two parts:
 //   keys [0, n_prefix)            the prefix (template prefix, injected memory chunks): visible to every query;
 //   keys [n_prefix, n_kv)         own-token rows ("cached" rows, including the new tokens themselves).
@@ -50,6 +52,10 @@ class Backend {
 
   // Short name for logs and benchmarks ("cpu-avx2", "cpu-scalar", "cuda").
   virtual const char* name() const = 0;
+
+  // The CPU threads this backend runs on, for host-side work that goes with it (routing scores); null: the
+  // process-wide pool (ThreadPool::global()).
+  virtual ThreadPool* thread_pool() const { return nullptr; }
 
   // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_rows: Y[T, out] = X[T, in] · Wᵀ with W = `w` [out, in]
   // (BF16, F16 or F32), f32 accumulation. x: [n_rows, in], y: [n_rows, out]; y must not alias x.

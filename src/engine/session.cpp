@@ -110,7 +110,9 @@ class RoutingObserver final : public ForwardObserver {
     red.query = m.query_reduce;
     red.chunk = m.chunk_reduce;
     std::vector<float> scores;
-    MSA_RETURN_IF_ERROR(score_documents(q, bank_->routing(slot), bank_->n_documents(), red, &scores));
+    RouterOptions ro;
+    ro.pool = act.backend ? act.backend->thread_pool() : nullptr;
+    MSA_RETURN_IF_ERROR(score_documents(q, bank_->routing(slot), bank_->n_documents(), red, &scores, ro));
     const int64_t k = std::min<int64_t>(k_, bank_->n_documents());
     MSA_RETURN_IF_ERROR(select_top_k(scores, *bank_, k, &lr->top));
     if (record_scores_) lr->scores = std::move(scores);
@@ -331,8 +333,7 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
 
     const Clock::time_point tp = Clock::now();
     std::vector<LayerRouting> routing;
-    const bool scores = opt.record_scores && round == 1;
-    Status s = prefill(prompt, doc_ids, first, opt.doc_top_k, scores, false, &routing, logits_.data());
+    Status s = prefill(prompt, doc_ids, first, opt.doc_top_k, opt.record_scores, false, &routing, logits_.data());
     if (!s.ok()) {
       res->rounds.pop_back();
       return s;
@@ -345,19 +346,31 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
       if (opt.record_first_logits) res->first_logits.assign(logits_.begin(), logits_.end());
       res->routing = routing;
     }
-    for (LayerRouting& lr : routing) lr.scores.clear();
     rr->routing = std::move(routing);
 
     seq = prompt;
     int64_t pos = first + static_cast<int64_t>(prompt.size());
     bool next_round = false;
+    int64_t round_sampled = 0;
     while (!done && !next_round) {
       if (n_sampled >= opt.max_new_tokens) {
         res->stop = StopReason::kMaxNewTokens;
         done = true;
         break;
       }
+      if (opt.on_logits) {
+        LogitsStep ls;
+        ls.round = round;
+        ls.index = n_sampled;
+        ls.round_index = round_sampled;
+        ls.answer_stage = answer_stage;
+        if (opt.on_logits(ls, logits_.data(), vocab) != 0) {
+          cancel("logits");
+          break;
+        }
+      }
       const int32_t t = sampler.sample(logits_.data(), vocab);
+      ++round_sampled;
       if (t < 0) return Error(StatusCode::kInternal, "generate: every logit is NaN");
       res->generated_ids.push_back(t);
       if (++n_sampled == 1) res->timings.ttft_ms = ms_since(t_start);

@@ -69,7 +69,7 @@ struct RoundRecord {
   int round = 0;                        // 1-based
   int64_t prompt_tokens = 0;            // tokens prefilled for this round
   int64_t routing_tokens = 0;           // of which routing tokens (doc_ids == 0)
-  std::vector<LayerRouting> routing;    // per router layer (top-k only)
+  std::vector<LayerRouting> routing;    // per router layer (top-k; scores with record_scores)
   std::string generated_text;           // what the model generated in this round
   std::vector<uint64_t> documents_read; // ids injected at the end of the round (sorted, present in the bank)
   bool question_injected = false;       // "<End-of-Retrieve>" seen: the question was injected, stage 4 follows
@@ -89,6 +89,18 @@ struct GenerateTimings {
 using TokenCallback = std::function<int(std::string_view piece)>;       // non-zero: cancel
 using RoundCallback = std::function<int(const RoundRecord& round)>;      // non-zero: cancel
 
+// Where a sampling step is, for a LogitsCallback.
+struct LogitsStep {
+  int round = 1;              // 1-based interleave round (plain mode: 1)
+  int64_t index = 0;          // tokens sampled before this one over the whole call
+  int64_t round_index = 0;    // tokens sampled before this one in this round
+  bool answer_stage = false;  // interleave: after the question restatement (plain mode: always true)
+};
+// Constrained decoding (a Hugging Face LogitsProcessor, a llama.cpp grammar): sees the logits of every
+// sampling step before the sampler and may change them in place — -inf forbids a token; leaving a single
+// finite logit forces it. Non-zero return cancels the call.
+using LogitsCallback = std::function<int(const LogitsStep& step, float* logits, int64_t vocab)>;
+
 struct GenerateOptions {
   GenerateMode mode = GenerateMode::kInterleave;
   int64_t doc_top_k = 16;          // k (> 0); k = min(doc_top_k, n_documents) documents per router layer
@@ -100,7 +112,9 @@ struct GenerateOptions {
   int64_t max_round_chars = interleave::kMaxRoundChars;  // reference's 1000-char rule; 0 disables
   TokenCallback on_token;          // streamed text of generated tokens (never split inside UTF-8)
   RoundCallback on_round;          // after every interleave round that injected documents
-  bool record_scores = false;      // first round: every document's score per router layer (LayerRouting::scores)
+  LogitsCallback on_logits;        // constrained decoding (see LogitsCallback); empty: none
+  bool record_scores = false;      // every document's score per router layer (LayerRouting::scores) of every
+                                   // round (GenerateResult::routing and RoundRecord::routing)
   bool record_first_logits = false;  // GenerateResult::first_logits
 };
 

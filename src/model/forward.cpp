@@ -417,7 +417,7 @@ Status check_context(const ModelConfig& config, int64_t n_positions) {
 }  // namespace
 
 Status forward_logits(const ModelWeights& weights, const ModelConfig& config, const int32_t* tokens, int64_t n,
-                      float* logits, bool all_positions) {
+                      float* logits, bool all_positions, Backend* backend) {
   if (tokens == nullptr || logits == nullptr || n <= 0) {
     return Error(StatusCode::kInvalidArgument, "forward_logits: need tokens, n > 0 (got ", n, ") and a logits buffer");
   }
@@ -430,6 +430,7 @@ Status forward_logits(const ModelWeights& weights, const ModelConfig& config, co
   batch.n_tokens = n;
   ForwardOptions options;
   options.logits = all_positions ? LogitsMode::kAll : LogitsMode::kLast;
+  options.backend = backend;
   KVContext kv;
   kv.init(config);
   ForwardWorkspace ws;

@@ -173,8 +173,9 @@ Status forward(const ModelWeights& weights, const ModelConfig& config, const For
 // Plain causal forward of `tokens` at positions 0..n-1 with an empty cache. all_positions: logits holds
 // [n, vocab] floats, else [vocab] (last position). Errors: as forward(); kContextOverflow when n exceeds
 // max_position_embeddings (when the config sets one).
+// backend null: default_backend().
 Status forward_logits(const ModelWeights& weights, const ModelConfig& config, const int32_t* tokens, int64_t n,
-                      float* logits, bool all_positions = false);
+                      float* logits, bool all_positions = false, Backend* backend = nullptr);
 
 // Index of the largest value (the lowest index among equal maxima; NaNs are ignored; -1 when n <= 0 or all
 // values are NaN).

@@ -4,6 +4,7 @@
  * under ASan in CI: no leak). usage: test_generate_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,33 @@ static int on_piece(const char *piece, size_t len, void *user) {
   }
   s->calls++;
   return 0;
+}
+
+/* Constrained decoding: forces the token ids of `forced` one by one; after them, forbids nothing. */
+typedef struct {
+  const int32_t *forced;
+  int64_t n_forced;
+  int64_t calls;
+  int bad_step;
+} force_state;
+
+static int force_logits(int32_t round, int64_t round_step, int64_t step, float *logits, int64_t n_vocab,
+                        void *user) {
+  force_state *f = (force_state *)user;
+  int64_t i;
+  if (round != 1 || round_step != step || step != f->calls) f->bad_step = 1;
+  if (step < f->n_forced) {
+    for (i = 0; i < n_vocab; ++i) {
+      if (i != f->forced[step]) logits[i] = -INFINITY;
+    }
+  }
+  f->calls++;
+  return 0;
+}
+static int cancel_logits(int32_t round, int64_t round_step, int64_t step, float *logits, int64_t n_vocab,
+                         void *user) {
+  (void)round; (void)round_step; (void)logits; (void)n_vocab; (void)user;
+  return step == 2;
 }
 
 static int progress_calls = 0;
@@ -131,6 +159,37 @@ int main(int argc, char **argv) {
   CHECK(timings.prompt_tokens > 0 && timings.ttft_ms > 0);
   msa_result_free(res);
   res = NULL;
+
+  /* constrained decoding forces the sampled tokens, also under temperature sampling; non-zero cancels */
+  {
+    const int32_t forced[5] = {785, 6722, 315, 9625, 374};
+    force_state fs;
+    const int32_t *got = NULL;
+    memset(&fs, 0, sizeof fs);
+    fs.forced = forced;
+    fs.n_forced = 5;
+    gp.max_new_tokens = 5;
+    gp.temperature = 0.8f;
+    gp.seed = 7;
+    gp.logits_callback = force_logits;
+    gp.logits_user_data = &fs;
+    CHECK(msa_generate(model, mem, "How tall is Mount Everest?", &gp, NULL, NULL, &res) == MSA_OK);
+    CHECK(fs.calls == 5 && !fs.bad_step);
+    CHECK(msa_result_tokens(res, &got) == 5);
+    for (i = 0; i < 5 && got; ++i) CHECK(got[i] == forced[i]);
+    msa_result_free(res);
+    res = NULL;
+    gp.logits_callback = cancel_logits;
+    CHECK(msa_generate(model, mem, "How tall is Mount Everest?", &gp, NULL, NULL, &res) == MSA_ERR_CANCELLED);
+    CHECK(msa_result_tokens(res, NULL) == 2);
+    CHECK(strcmp(msa_result_stop_reason(res), "cancelled") == 0);
+    msa_result_free(res);
+    res = NULL;
+    gp.logits_callback = NULL;
+    gp.logits_user_data = NULL;
+    gp.temperature = 0.0f;
+    gp.max_new_tokens = 12;
+  }
 
   /* interleave mode runs to a bound and reports its rounds */
   gp.interleave = 1;

@@ -61,6 +61,30 @@ int main(int argc, char **argv) {
   logits = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
   CHECK(logits != NULL);
   CHECK(msa_model_logits(model, tokens, 4, logits, desc.vocab_size) == MSA_OK);
+  {
+    /* A model handle with its own pool of 1 and of 3 threads: the same logits, bit for bit. */
+    msa_model *m1 = NULL, *m3 = NULL;
+    float *l1 = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
+    float *l3 = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
+    mp.n_threads = -1;
+    CHECK(msa_model_load(dir, &mp, &m1) == MSA_ERR_INVALID_ARGUMENT && m1 == NULL);
+    mp.n_threads = 1;
+    CHECK(msa_model_load(dir, &mp, &m1) == MSA_OK);
+    mp.n_threads = 3;
+    CHECK(msa_model_load(dir, &mp, &m3) == MSA_OK);
+    mp.n_threads = 0;
+    CHECK(l1 != NULL && l3 != NULL);
+    if (m1 && m3 && l1 && l3) {
+      CHECK(msa_model_logits(m1, tokens, 4, l1, desc.vocab_size) == MSA_OK);
+      CHECK(msa_model_logits(m3, tokens, 4, l3, desc.vocab_size) == MSA_OK);
+      CHECK(memcmp(l1, l3, sizeof(float) * (size_t)desc.vocab_size) == 0);
+      CHECK(memcmp(l1, logits, sizeof(float) * (size_t)desc.vocab_size) == 0);
+    }
+    free(l1);
+    free(l3);
+    msa_model_free(m1);
+    msa_model_free(m3);
+  }
   CHECK(msa_model_logits(model, tokens, 4, logits, 10) == MSA_ERR_BUFFER_TOO_SMALL);
   CHECK(msa_model_logits(model, tokens, 0, logits, desc.vocab_size) == MSA_ERR_INVALID_ARGUMENT);
   tokens[0] = -1;

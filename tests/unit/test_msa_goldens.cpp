@@ -8,10 +8,9 @@
 //     top-k, the first step's logits;
 //   * stage 3: the 32-token greedy continuation;
 //   * Memory Interleave, one scripted run (config a_default): every string and token list the protocol
-//     builds (interleave.h pure functions), and the model side of round 2 -- routing with the §6.4
-//     routing-token mask, the forced "<End-of-Retrieve>", the question restatement and the greedy answer --
-//     driven through forward() with a local routing observer, because Session::generate has no way to force
-//     the model's output (see the note at that test case).
+//     builds (interleave.h pure functions), and the whole run through Session::generate(kInterleave) with
+//     the scripted outputs forced by a logits callback: round-2 routing with the §6.4 routing-token mask, the
+//     forced "<End-of-Retrieve>", the question restatement and the greedy answer.
 //
 // Tolerances: f32 vs f32 with different summation orders. Values are compared with
 // |got - want| <= 1e-4 * (|want| + scale), scale = the largest |value| of the golden tensor (pooled rows,
@@ -30,6 +29,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -459,158 +459,81 @@ TEST_CASE("msa goldens: scripted Memory Interleave run, protocol text and tokens
   CHECK(decode(tok, tail) == il.at("answer_text").get<std::string>());
 }
 
-namespace {
-
-// Stage-2 routing of arbitrary (ids, doc_ids) for the scripted interleave run. Session::generate cannot be
-// made to emit forced tokens and Session::prefill is private, so the model side of round 2 is driven here
-// through the same public building blocks Session uses (forward + observer, score_documents, select_top_k,
-// the bank's pages) -- written from the spec (§5.1-5.5), not copied from session.cpp.
-class ScriptedRouting final : public ForwardObserver {
- public:
-  ScriptedRouting(const Model& m, const MemoryBank& bank, std::vector<int64_t> rows, int64_t k)
-      : model_(m), bank_(bank), rows_(std::move(rows)), k_(k) {}
-
-  std::map<int, std::vector<float>> scores;
-  std::map<int, std::vector<ScoredDocument>> top;
-
-  Status before_attention(const LayerActivations& act, LayerKV* kv) override {
-    const ModelConfig& c = model_.config();
-    const auto it = std::find(c.msa.router_layers.begin(), c.msa.router_layers.end(), act.layer);
-    if (it == c.msa.router_layers.end()) return Status::Ok();
-    const int slot = static_cast<int>(it - c.msa.router_layers.begin());
-    const int64_t hq = c.num_attention_heads, d = c.head_dim, qw = hq * d, hidden = c.hidden_size;
-    const int64_t nr = static_cast<int64_t>(rows_.size()), width = c.num_key_value_heads * d;
-    std::vector<float> qr(static_cast<size_t>(nr * qw));
-    if (c.msa.decouple_router) {
-      std::vector<float> a(static_cast<size_t>(nr * hidden));
-      for (int64_t i = 0; i < nr; ++i) std::copy_n(act.a + rows_[static_cast<size_t>(i)] * hidden, hidden, &a[static_cast<size_t>(i * hidden)]);
-      MSA_RETURN_IF_ERROR(act.backend->matmul(a.data(), nr, model_.weights().layers[static_cast<size_t>(act.layer)].router_q, qr.data()));
-    } else {
-      for (int64_t i = 0; i < nr; ++i) std::copy_n(act.q + rows_[static_cast<size_t>(i)] * qw, qw, &qr[static_cast<size_t>(i * qw)]);
-    }
-    if (c.msa.normalize_routing()) engine_detail::l2_normalize_heads(qr.data(), nr * hq, d);
-    if (c.msa.scale_routing()) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-      for (float& x : qr) x *= scale;
-    }
-    RouterQuery q;
-    q.q = qr.data();
-    q.n_tokens = nr;
-    q.n_heads = hq;
-    q.n_kv_heads = c.num_key_value_heads;
-    q.head_dim = d;
-    RouterReductions red;
-    red.head = c.msa.head_reduce;
-    red.query = c.msa.query_reduce;
-    red.chunk = c.msa.chunk_reduce;
-    std::vector<float>& sc = scores[act.layer];
-    MSA_RETURN_IF_ERROR(score_documents(q, bank_.routing(slot), bank_.n_documents(), red, &sc));
-    std::vector<ScoredDocument>& sel = top[act.layer];
-    MSA_RETURN_IF_ERROR(select_top_k(sc, bank_, std::min<int64_t>(k_, bank_.n_documents()), &sel));
-    std::vector<ScoredDocument> by_id = sel;
-    std::sort(by_id.begin(), by_id.end(), [](const ScoredDocument& x, const ScoredDocument& y) { return x.id < y.id; });
-    std::vector<float> kbuf, vbuf;
-    for (const ScoredDocument& s : by_id) {
-      const DocumentRecord& rec = bank_.document(s.index);
-      const ContentPages& pages = bank_.content(slot);
-      const auto off = static_cast<long>(rec.chunk_begin * width), len = static_cast<long>(rec.n_chunks * width);
-      kbuf.insert(kbuf.end(), pages.k.begin() + off, pages.k.begin() + off + len);
-      vbuf.insert(vbuf.end(), pages.v.begin() + off, pages.v.begin() + off + len);
-    }
-    return kv->insert_prefix(3, kbuf.data(), vbuf.data(), static_cast<int64_t>(kbuf.size()) / width);
-  }
-
- private:
-  const Model& model_;
-  const MemoryBank& bank_;
-  std::vector<int64_t> rows_;
-  int64_t k_;
-};
-
-}  // namespace
-
-// TODO(engine): once Session can be driven with forced outputs (e.g. a GenerateOptions hook that replaces the
-// sampled token of an interleave round), run this through Session::generate(kInterleave) and compare
-// GenerateResult::rounds / transcript / answer with the same golden tensors.
-TEST_CASE("msa goldens: scripted Memory Interleave run, round-2 routing and the answer", "[msa_goldens]") {
+// The model side of the scripted run, through Session::generate(kInterleave): a logits callback forces the
+// reference's scripted outputs (round 1: FORCED_ROUND1, round 2: FORCED_ROUND2 ending with "<End-of-Retrieve>"),
+// everything after them is greedy. Session does the rest itself: round-1 routing, document injection, the
+// re-encoded round-2 prompt with the §6.4 routing-token mask and its routing, the question restatement and the
+// answer.
+TEST_CASE("msa goldens: scripted Memory Interleave run through Session::generate", "[msa_goldens]") {
   Fixture& f = fixture("a_default");
   const Golden& g = f.g;
   const json& il = g.side.at("interleave");
   const ModelConfig& c = f.model->config();
-  const std::vector<int32_t> ids2 = g.i32("interleave.round2.ids");
-  const std::vector<int32_t> doc_ids2 = g.i32("interleave.round2.doc_ids");
+  const Tokenizer& tok = *f.model->tokenizer();
+  const std::vector<int32_t> forced1 = g.i32("interleave.round1.forced_ids");
   const std::vector<int32_t> forced2 = g.i32("interleave.round2.forced_ids");
-  const std::vector<int32_t> inject2 = g.i32("interleave.round2.injection_ids");
   const std::vector<int32_t> answer = g.i32("interleave.answer_ids");
-  const int64_t first = il.at("first_position").get<int64_t>();
+  const bool stops_at_eos = il.at("answer_stops_at_eos").get<bool>();
 
-  // Round 1's routing is query 0's (already compared); check the copy in the interleave block agrees.
-  for (int l : c.msa.router_layers) {
-    CHECK(g.i32("interleave.round1.layer" + std::to_string(l) + ".selected") ==
-          g.i32("query0.layer" + std::to_string(l) + ".selected"));
-  }
-
-  // Round 2 prefill: [template; chunks of the selected documents; the re-encoded transcript], routing rows =
-  // doc_ids == 0 (question block + latest round's documents).
-  KVContext kv;
-  kv.init(c);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    REQUIRE(kv.layers[static_cast<size_t>(l)].set_prefix(f.bank->template_k(l).data(), f.bank->template_v(l).data(), 3).ok());
-  }
-  std::vector<int64_t> rows;
-  for (size_t i = 0; i < doc_ids2.size(); ++i) {
-    if (doc_ids2[i] == 0) rows.push_back(static_cast<int64_t>(i));
-  }
-  ScriptedRouting obs(*f.model, *f.bank, rows, f.doc_top_k);
-  std::vector<int32_t> pos(ids2.size());
-  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(first + static_cast<int64_t>(i));
-  ForwardWorkspace ws;
-  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
-  ForwardBatch b;
-  b.tokens = ids2.data();
-  b.positions = pos.data();
-  b.n_tokens = static_cast<int64_t>(ids2.size());
-  ForwardOptions fo;
-  fo.logits = LogitsMode::kLast;
-  fo.observer = &obs;
-  Status s = forward(f.model->weights(), c, b, &kv, fo, &ws, logits.data(), c.vocab_size);
+  GenerateOptions o;
+  o.mode = GenerateMode::kInterleave;
+  o.doc_top_k = f.doc_top_k;
+  o.first_position = il.at("first_position").get<int64_t>();
+  o.max_new_tokens = static_cast<int64_t>(forced1.size() + forced2.size() + answer.size());
+  o.sampling.use_model_defaults = false;
+  o.sampling.do_sample = false;
+  o.record_scores = true;
+  int64_t forced_steps = 0;
+  o.on_logits = [&](const LogitsStep& st, float* logits, int64_t vocab) {
+    const std::vector<int32_t>* script = st.round == 1 ? &forced1 : st.round == 2 ? &forced2 : nullptr;
+    if (script == nullptr || st.round_index >= static_cast<int64_t>(script->size())) return 0;
+    const int32_t want = (*script)[static_cast<size_t>(st.round_index)];
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (i != want) logits[i] = -std::numeric_limits<float>::infinity();
+    }
+    ++forced_steps;
+    return 0;
+  };
+  Session session(*f.model, f.bank.get());
+  GenerateResult r;
+  Status s = session.generate(il.at("question").get<std::string>(), o, &r);
   INFO(s.to_string());
   REQUIRE(s.ok());
-  for (int l : c.msa.router_layers) {
-    const std::string lp = "interleave.round2.layer" + std::to_string(l);
-    INFO("layer " << l);
-    REQUIRE(obs.scores.count(l) == 1);
-    check_close(lp + ".scores", obs.scores[l].data(), g.f32(lp + ".scores"));
-    CHECK(as_i32(obs.top[l]) == g.i32(lp + ".selected"));
+  CHECK(forced_steps == static_cast<int64_t>(forced1.size() + forced2.size()));
+
+  // Round 1: the question prompt, routed as query 0; the forced output names documents, which are read.
+  REQUIRE(r.rounds.size() == 2);
+  const RoundRecord& r1 = r.rounds[0];
+  const RoundRecord& r2 = r.rounds[1];
+  CHECK(r1.prompt_tokens == static_cast<int64_t>(g.i32("interleave.round1.ids").size()));
+  CHECK(r1.generated_text == il.at("round1_generated_text").get<std::string>());
+  std::vector<int32_t> read1(r1.documents_read.begin(), r1.documents_read.end());
+  CHECK(read1 == g.i32("interleave.round1.documents_read"));
+  REQUIRE(r1.routing.size() == c.msa.router_layers.size());
+  for (const LayerRouting& lr : r1.routing) {
+    CHECK(as_i32(lr.top) == g.i32("interleave.round1.layer" + std::to_string(lr.layer) + ".selected"));
   }
 
-  // Forced "<End-of-Retrieve>" tokens one by one; the token completing it goes in with the restatement
-  // (causal, Part A), then the greedy answer.
-  int32_t p = static_cast<int32_t>(first + static_cast<int64_t>(ids2.size()));
-  auto step = [&](const std::vector<int32_t>& toks) {
-    std::vector<int32_t> pp(toks.size());
-    for (size_t i = 0; i < toks.size(); ++i) pp[i] = p + static_cast<int32_t>(i);
-    ForwardBatch sb;
-    sb.tokens = toks.data();
-    sb.positions = pp.data();
-    sb.n_tokens = static_cast<int64_t>(toks.size());
-    sb.causal = true;
-    ForwardOptions so;
-    so.logits = LogitsMode::kLast;
-    Status st = forward(f.model->weights(), c, sb, &kv, so, &ws, logits.data(), c.vocab_size);
-    INFO(st.to_string());
-    REQUIRE(st.ok());
-    p += static_cast<int32_t>(toks.size());
-  };
-  for (size_t i = 0; i + 1 < forced2.size(); ++i) step({forced2[i]});
-  step(concat({forced2.back()}, inject2));
-  std::vector<int32_t> got;
-  const std::vector<int32_t>& eos = c.generation.eos_token_ids;
-  for (size_t i = 0; i < answer.size(); ++i) {
-    const int32_t t = static_cast<int32_t>(argmax(logits.data(), c.vocab_size));
-    got.push_back(t);
-    if (std::find(eos.begin(), eos.end(), t) != eos.end()) break;
-    if (i + 1 < answer.size()) step({t});
+  // Round 2: the re-encoded prompt (§6.4 routing tokens), its scores and selections per router layer.
+  CHECK(r2.prompt_tokens == static_cast<int64_t>(g.i32("interleave.round2.ids").size()));
+  CHECK(r2.routing_tokens == il.at("round2_routing_tokens").get<int64_t>());
+  REQUIRE(r2.routing.size() == c.msa.router_layers.size());
+  for (const LayerRouting& lr : r2.routing) {
+    const std::string lp = "interleave.round2.layer" + std::to_string(lr.layer);
+    INFO("layer " << lr.layer);
+    REQUIRE(lr.scores.size() == static_cast<size_t>(f.bank->n_documents()));
+    check_close(lp + ".scores", lr.scores.data(), g.f32(lp + ".scores"));
+    CHECK(as_i32(lr.top) == g.i32(lp + ".selected"));
   }
-  CHECK(got == answer);
+  CHECK(r2.question_injected);
+  CHECK(r2.documents_read.empty());
+
+  // Every sampled token: the two scripts, then the greedy answer; the final transcript and the answer text.
+  CHECK(r.generated_ids == concat(concat(forced1, forced2), answer));
+  CHECK(r.stop == (stops_at_eos ? StopReason::kEos : StopReason::kMaxNewTokens));
+  CHECK(r.transcript == il.at("transcript").get<std::string>());
+  std::vector<int32_t> tail = answer;
+  if (stops_at_eos) tail.pop_back();
+  CHECK(r2.generated_text == il.at("round2_generated_text").get<std::string>() + decode(tok, tail));
+  CHECK(r.answer == interleave::extract_answer(il.at("answer_text").get<std::string>()));
 }

@@ -34,6 +34,7 @@ struct CpuBackendOptions {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options = CpuBackendOptions());
+  ThreadPool* thread_pool() const override { return pool_; }
 
   // True when this CPU can run the AVX2 kernels (avx2, fma and f16c).
   static bool cpu_has_avx2();
