@@ -1,6 +1,8 @@
 // msa.h: library-level functions (version, status names, last error, logging).
+#include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <string>
 
 #include "capi_internal.h"
 #include "core/log.h"
@@ -79,6 +81,44 @@ MSA_API const char* msa_version(void) {
 
 MSA_API uint32_t msa_version_number(void) {
   return MSA_VERSION_MAJOR * 10000u + MSA_VERSION_MINOR * 100u + MSA_VERSION_PATCH;
+}
+
+MSA_API int msa_version_compatible(uint32_t header_version) {
+  const uint32_t lib = msa_version_number();
+  // Same major version; a minor version adds API, a patch version never changes it.
+  return header_version / 10000u == lib / 10000u && header_version / 100u <= lib / 100u;
+}
+
+MSA_API msa_status msa_params_init(msa_params_kind kind, void* params, size_t struct_size) {
+  return msa::capi::guarded("msa_params_init", [&]() -> msa_status {
+    MSA_CHECK_ARG(params, "msa_params_init", "params is NULL");
+    MSA_CHECK_ARG(struct_size >= sizeof(uint32_t) && struct_size <= UINT32_MAX, "msa_params_init",
+                  "struct_size must be at least sizeof(uint32_t)");
+    switch (kind) {
+      case MSA_PARAMS_MODEL: {
+        msa_model_params p;
+        msa_model_params_init(&p);
+        return msa::capi::fill_defaults(params, struct_size, p);
+      }
+      case MSA_PARAMS_CHECKPOINT: {
+        msa_checkpoint_params p;
+        msa_checkpoint_params_init(&p);
+        return msa::capi::fill_defaults(params, struct_size, p);
+      }
+      case MSA_PARAMS_MEMORY: {
+        msa_memory_params p;
+        msa_memory_params_init(&p);
+        return msa::capi::fill_defaults(params, struct_size, p);
+      }
+      case MSA_PARAMS_GENERATE: {
+        msa_generate_params p;
+        msa_generate_params_init(&p);
+        return msa::capi::fill_defaults(params, struct_size, p);
+      }
+    }
+    return msa::capi::fail(MSA_ERR_INVALID_ARGUMENT,
+                           "msa_params_init: unknown kind " + std::to_string(static_cast<int>(kind)));
+  });
 }
 
 MSA_API const char* msa_status_string(msa_status status) {

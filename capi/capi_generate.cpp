@@ -216,15 +216,12 @@ MSA_API int64_t msa_result_layer_topk(const msa_result* r, int32_t slot, const u
 }
 
 MSA_API msa_status msa_result_timings(const msa_result* r, msa_timings* t) {
-  MSA_CHECK_ARG(r, "msa_result_timings", "result is NULL");
-  MSA_CHECK_ARG(t, "msa_result_timings", "timings is NULL");
-  MSA_CHECK_ARG(t->struct_size >= sizeof(uint32_t) + sizeof(double), "msa_result_timings",
-                "timings->struct_size is too small");
-  uint32_t n = t->struct_size < sizeof r->timings ? t->struct_size : static_cast<uint32_t>(sizeof r->timings);
-  msa_timings copy = r->timings;
-  copy.struct_size = n;
-  std::memcpy(t, &copy, n);
-  return MSA_OK;
+  return guarded("msa_result_timings", [&]() -> msa_status {
+    MSA_CHECK_ARG(r, "msa_result_timings", "result is NULL");
+    MSA_CHECK_ARG(t, "msa_result_timings", "timings is NULL");
+    if (msa_status st = msa::capi::fill_output(t, r->timings, "msa_result_timings")) return st;
+    return msa::capi::to_c(msa::Status::Ok());
+  });
 }
 
 MSA_API void msa_result_free(msa_result* r) { delete r; }

@@ -50,6 +50,50 @@ void copy_cstr(char (&dst)[N], const std::string& src) {
   dst[n] = '\0';
 }
 
+// Size in bytes of each size-tagged struct as first released (libmsa 0.1.0). Fields are only appended, so
+// these never change; capi/abi_layout.cpp asserts every field's offset, size and type against them. Output
+// structs (filled by the library) must be at least this large; a params struct may be smaller (older).
+template <typename T>
+inline constexpr uint32_t kFirstReleaseSize = 0;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_model_params> = 16;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_model_desc> = 144;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_checkpoint_params> = 40;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_tokenizer_desc> = 28;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_memory_params> = 8;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_memory_usage> = 56;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_generate_params> = 48;
+template <> inline constexpr uint32_t kFirstReleaseSize<msa_timings> = 64;
+
+// Copies a filled output struct to the caller's, honouring the caller's struct_size: an older (smaller)
+// struct receives the fields it has (it must be at least the first release's size); a newer (larger) one
+// receives every field this library knows and zeros up to its struct_size. On return out->struct_size is
+// the number of bytes this library filled.
+template <typename T>
+inline msa_status fill_output(T* out, T filled, const char* fn) {
+  if (!out) return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": output struct is NULL");
+  const uint32_t caller = out->struct_size;
+  if (caller < kFirstReleaseSize<T>)
+    return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": struct_size " + std::to_string(caller) +
+                                              " is smaller than any released version of the struct (set it to sizeof)");
+  const uint32_t n = caller < sizeof(T) ? caller : static_cast<uint32_t>(sizeof(T));
+  filled.struct_size = n;
+  std::memcpy(out, &filled, n);
+  if (caller > n) std::memset(reinterpret_cast<unsigned char*>(out) + n, 0, caller - n);
+  return MSA_OK;
+}
+
+// Writes a struct of defaults into the caller's `size` bytes (msa_params_init): the fields that fit, zeros
+// past the library's own size, struct_size = size.
+template <typename T>
+inline msa_status fill_defaults(void* out, size_t size, T defaults) {
+  defaults.struct_size = static_cast<uint32_t>(size);
+  const size_t n = size < sizeof(T) ? size : sizeof(T);
+  std::memcpy(out, &defaults, n);
+  if (size > n) std::memset(static_cast<unsigned char*>(out) + n, 0, size - n);
+  clear_last_error();
+  return MSA_OK;
+}
+
 // Copies the caller's struct into a default-initialised one, honouring the caller's struct_size (an older,
 // smaller struct leaves the newer fields at their defaults; a larger one is accepted only when the unknown
 // tail is zero).

@@ -1,5 +1,9 @@
 // msa.h, "memory banks": create / add documents (stage 1) / stats / free.
+#include <sys/stat.h>
+
+#include <cstring>
 #include <memory>
+#include <unordered_set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -8,6 +12,8 @@
 #include "capi_memory.h"
 #include "capi_model.h"
 #include "engine/encoder.h"
+#include "memory/bank_fingerprint.h"
+#include "memory/memory_bank.h"
 
 using msa::capi::fail;
 using msa::capi::guarded;
@@ -20,6 +26,8 @@ MSA_API void msa_memory_params_init(msa_memory_params* params) {
   std::memset(params, 0, sizeof *params);
   params->struct_size = sizeof *params;
   params->batch_tokens = 4096;
+  params->page_dtype = MSA_PAGE_BF16;
+  params->verify_on_open = 0;
 }
 
 MSA_API msa_status msa_memory_create(const msa_model* model, const msa_memory_params* params,
@@ -32,6 +40,8 @@ MSA_API msa_status msa_memory_create(const msa_model* model, const msa_memory_pa
     msa_memory_params_init(&p);
     if (msa_status st = msa::capi::copy_params(params, &p, "msa_memory_create")) return st;
     MSA_CHECK_ARG(p.batch_tokens > 0, "msa_memory_create", "batch_tokens must be > 0");
+    MSA_CHECK_ARG(p.page_dtype >= MSA_PAGE_F32 && p.page_dtype <= MSA_PAGE_INT8, "msa_memory_create",
+                  "page_dtype must be MSA_PAGE_F32, MSA_PAGE_BF16 or MSA_PAGE_INT8");
     const msa::Model& m = *model->model;
     if (!m.config().msa.present || m.config().msa.router_layers.empty())
       return fail(MSA_ERR_INVALID_ARGUMENT,
@@ -41,7 +51,8 @@ MSA_API msa_status msa_memory_create(const msa_model* model, const msa_memory_pa
     auto mem = std::make_unique<msa_memory>();
     mem->model = model;
     mem->params = p;
-    msa::Status s = msa::create_memory_bank(m, model->backend(), &mem->bank);
+    msa::Status s = msa::create_memory_bank(m, model->backend(), &mem->bank,
+                                            static_cast<msa::PageDType>(p.page_dtype));
     if (!s.ok()) return fail(s);
     *out_memory = mem.release();
     return to_c(msa::Status::Ok());
@@ -82,6 +93,7 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
         return progress(p.documents_done, p.documents_total, p.tokens_done, p.tokens_total, user_data);
       };
     }
+    std::lock_guard<std::mutex> adding(memory->add_mu);
     msa::Encoder enc(*memory->model->model, opts);
     std::vector<uint64_t> assigned;
     msa::Status s = enc.add_documents(memory->bank.get(), texts, all_ids ? &ids : nullptr, &assigned);
@@ -110,8 +122,143 @@ MSA_API msa_status msa_memory_stats(const msa_memory* memory, msa_memory_usage* 
     u.routing_bytes = st.routing_bytes;
     u.content_bytes = st.content_bytes;
     u.text_bytes = st.text_bytes;
+    if (u.struct_size >= offsetof(msa_memory_usage, page_dtype) + sizeof(int32_t)) {
+      u.n_removed = st.n_removed;
+      u.content_file_bytes = st.content_file_bytes;
+      u.page_dtype = static_cast<int32_t>(st.dtype);
+    }
     std::memcpy(usage, &u, u.struct_size);
     return MSA_OK;
+  });
+}
+
+MSA_API msa_status msa_memory_open(const msa_model* model, const char* path, const msa_memory_params* params,
+                                   msa_memory** out_memory) {
+  return guarded("msa_memory_open", [&]() -> msa_status {
+    const char* fn = "msa_memory_open";
+    MSA_CHECK_ARG(out_memory, fn, "out_memory is NULL");
+    *out_memory = nullptr;
+    MSA_CHECK_ARG(model, fn, "model is NULL");
+    MSA_CHECK_ARG(path && *path, fn, "path is NULL or empty");
+    msa_memory_params p;
+    msa_memory_params_init(&p);
+    if (msa_status st = msa::capi::copy_params(params, &p, fn)) return st;
+    MSA_CHECK_ARG(p.batch_tokens > 0, fn, "batch_tokens must be > 0");
+    const msa::Model& m = *model->model;
+    if (!m.config().msa.present || m.config().msa.router_layers.empty())
+      return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": " + m.dir() + " is not an MSA checkpoint");
+    auto mem = std::make_unique<msa_memory>();
+    mem->model = model;
+    mem->params = p;
+    const msa::bankfmt::Fingerprint fp = msa::model_fingerprint(m);
+    msa::BankOpenOptions opts;
+    opts.verify_content = p.verify_on_open != 0;
+    msa::Status s = msa::MemoryBank::open(path, m.config(), &fp, opts, &mem->bank);
+    if (!s.ok()) return fail(s);
+    mem->params.page_dtype = static_cast<int32_t>(mem->bank->dtype());
+    *out_memory = mem.release();
+    return to_c(msa::Status::Ok());
+  });
+}
+
+MSA_API msa_status msa_memory_save(msa_memory* memory, const char* path) {
+  return guarded("msa_memory_save", [&]() -> msa_status {
+    MSA_CHECK_ARG(memory, "msa_memory_save", "memory is NULL");
+    MSA_CHECK_ARG(path && *path, "msa_memory_save", "path is NULL or empty");
+    return to_c(memory->bank->save(path));
+  });
+}
+
+MSA_API msa_status msa_memory_remove_documents(msa_memory* memory, const uint64_t* ids, size_t n_ids) {
+  return guarded("msa_memory_remove_documents", [&]() -> msa_status {
+    const char* fn = "msa_memory_remove_documents";
+    MSA_CHECK_ARG(memory, fn, "memory is NULL");
+    MSA_CHECK_ARG(ids || n_ids == 0, fn, "ids is NULL");
+    return to_c(memory->bank->remove(std::vector<uint64_t>(ids, ids + n_ids)));
+  });
+}
+
+MSA_API msa_status msa_memory_compact(msa_memory* memory) {
+  return guarded("msa_memory_compact", [&]() -> msa_status {
+    MSA_CHECK_ARG(memory, "msa_memory_compact", "memory is NULL");
+    return to_c(memory->bank->compact());
+  });
+}
+
+MSA_API msa_status msa_memory_verify(const msa_memory* memory) {
+  return guarded("msa_memory_verify", [&]() -> msa_status {
+    MSA_CHECK_ARG(memory, "msa_memory_verify", "memory is NULL");
+    return to_c(memory->bank->verify());
+  });
+}
+
+MSA_API msa_status msa_memory_document_state(const msa_memory* memory, uint64_t id, int32_t* out_state) {
+  return guarded("msa_memory_document_state", [&]() -> msa_status {
+    MSA_CHECK_ARG(memory, "msa_memory_document_state", "memory is NULL");
+    MSA_CHECK_ARG(out_state, "msa_memory_document_state", "out_state is NULL");
+    memory->bank->lock_shared();
+    *out_state = memory->bank->find(id) >= 0 ? 1 : memory->bank->is_removed_id(id) ? 2 : 0;
+    memory->bank->unlock_shared();
+    return MSA_OK;
+  });
+}
+
+MSA_API msa_status msa_memory_file_info(const char* path, int verify, msa_memory_file_desc* desc) {
+  return guarded("msa_memory_file_info", [&]() -> msa_status {
+    const char* fn = "msa_memory_file_info";
+    MSA_CHECK_ARG(path && *path, fn, "path is NULL or empty");
+    MSA_CHECK_ARG(desc, fn, "desc is NULL");
+    MSA_CHECK_ARG(desc->struct_size >= offsetof(msa_memory_file_desc, aux_loss_method) + 32, fn,
+                  "desc->struct_size is smaller than sizeof(msa_memory_file_desc)");
+    msa::BankFiles bf;
+    msa::Status s = msa::read_bank_files(path, verify != 0, &bf);
+    if (!s.ok()) return fail(s);
+    const msa::bankfmt::Manifest& m = bf.manifest;
+    const msa::bankfmt::Fingerprint& f = m.fp;
+    msa_memory_file_desc d;
+    std::memset(&d, 0, sizeof d);
+    d.struct_size = desc->struct_size < sizeof d ? desc->struct_size : static_cast<uint32_t>(sizeof d);
+    d.format_version = static_cast<int32_t>(msa::bankfmt::kFormatVersion);
+    d.page_dtype = static_cast<int32_t>(f.page_dtype);
+    d.n_segments = static_cast<int32_t>(bf.segments.size());
+    d.generation = static_cast<int64_t>(m.generation);
+    const std::unordered_set<uint64_t> tomb(m.tombstones.begin(), m.tombstones.end());
+    struct stat st;
+    if (::stat((std::string(path) + "/MANIFEST").c_str(), &st) == 0) d.file_bytes += st.st_size;
+    for (const auto& seg : bf.segments) {
+      d.file_bytes += static_cast<int64_t>(seg->file_size());
+      d.n_chunks += static_cast<int64_t>(seg->n_chunks());
+      d.content_bytes += static_cast<int64_t>(seg->content_bytes());
+      const int64_t width = seg->n_kv_heads() * seg->head_dim();
+      d.routing_bytes += static_cast<int64_t>(seg->n_chunks()) * seg->n_router_layers() *
+                         static_cast<int64_t>(msa::page_row_bytes(seg->dtype(), width) +
+                                              msa::page_row_scales(seg->dtype(), seg->n_kv_heads()) * sizeof(float));
+      for (const auto& doc : seg->docs()) {
+        if (tomb.count(doc.id)) {
+          ++d.n_removed;
+          continue;
+        }
+        ++d.n_documents;
+        d.n_tokens += static_cast<int64_t>(doc.n_tokens);
+        d.text_bytes += static_cast<int64_t>(doc.text.size());
+      }
+    }
+    d.content_verified = verify != 0;
+    d.n_layers = static_cast<int32_t>(f.num_hidden_layers);
+    d.n_heads = static_cast<int32_t>(f.num_attention_heads);
+    d.n_kv_heads = static_cast<int32_t>(f.num_key_value_heads);
+    d.head_dim = static_cast<int32_t>(f.head_dim);
+    d.n_router_layers = static_cast<int32_t>(f.n_router_layers);
+    d.pooling_kernel_size = static_cast<int32_t>(f.pooling_kernel_size);
+    d.decouple_router = static_cast<int32_t>(f.decouple_router);
+    d.hidden_size = static_cast<int64_t>(f.hidden_size);
+    d.vocab_size = static_cast<int64_t>(f.vocab_size);
+    d.rope_theta = f.rope_theta;
+    d.tokenizer_xxh64 = f.tokenizer_xxh64;
+    d.weights_digest = f.weights_digest;
+    msa::capi::copy_cstr(d.aux_loss_method, std::string(f.aux_loss_method, strnlen(f.aux_loss_method, 32)));
+    std::memcpy(desc, &d, d.struct_size);
+    return to_c(msa::Status::Ok());
   });
 }
 

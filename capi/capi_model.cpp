@@ -58,12 +58,9 @@ MSA_API msa_status msa_model_info(const msa_model* model, msa_model_desc* info) 
   return guarded("msa_model_info", [&]() -> msa_status {
     MSA_CHECK_ARG(model, "msa_model_info", "model is NULL");
     MSA_CHECK_ARG(info, "msa_model_info", "info is NULL");
-    MSA_CHECK_ARG(info->struct_size >= offsetof(msa_model_desc, aux_loss_method) + 1, "msa_model_info",
-                  "info->struct_size is smaller than any released msa_model_desc (set it to sizeof)");
     const msa::ModelConfig& c = model->model->config();
     msa_model_desc d;
     std::memset(&d, 0, sizeof d);
-    d.struct_size = info->struct_size < sizeof d ? info->struct_size : static_cast<uint32_t>(sizeof d);
     d.vocab_size = c.vocab_size;
     d.hidden_size = c.hidden_size;
     d.intermediate_size = c.intermediate_size;
@@ -81,8 +78,7 @@ MSA_API msa_status msa_model_info(const msa_model* model, msa_model_desc* info) 
     d.rms_norm_eps = c.rms_norm_eps;
     msa::capi::copy_cstr(d.weight_dtype, msa::dtype_name(model->model->weight_dtype()));
     msa::capi::copy_cstr(d.aux_loss_method, c.msa.present ? c.msa.aux_loss_method : std::string());
-    std::memcpy(info, &d, d.struct_size);
-    return MSA_OK;
+    return msa::capi::fill_output(info, d, "msa_model_info");
   });
 }
 

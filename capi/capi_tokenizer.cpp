@@ -105,21 +105,16 @@ MSA_API msa_status msa_tokenizer_info(const msa_tokenizer* tokenizer, msa_tokeni
   return guarded("msa_tokenizer_info", [&]() -> msa_status {
     MSA_CHECK_ARG(tokenizer, "msa_tokenizer_info", "tokenizer is NULL");
     MSA_CHECK_ARG(info, "msa_tokenizer_info", "info is NULL");
-    // Fields are only appended: accept any size from the first release's on, fill what the caller has.
-    constexpr uint32_t kFirstReleaseSize = offsetof(msa_tokenizer_desc, max_token_bytes) + sizeof(int32_t);
-    MSA_CHECK_ARG(info->struct_size >= kFirstReleaseSize, "msa_tokenizer_info",
-                  "info->struct_size is smaller than any released msa_tokenizer_desc (set it to sizeof)");
     const msa::Tokenizer* t = from_handle(tokenizer);
     msa_tokenizer_desc d;
     std::memset(&d, 0, sizeof d);
-    d.struct_size = info->struct_size < sizeof d ? info->struct_size : static_cast<uint32_t>(sizeof d);
     d.vocab_size = t->vocab_size();
     d.n_added_tokens = static_cast<int32_t>(t->added_tokens().size());
     d.bos_id = t->bos_id();
     d.eos_id = t->eos_id();
     d.pad_id = t->pad_id();
     d.max_token_bytes = static_cast<int32_t>(t->max_token_bytes());
-    std::memcpy(info, &d, d.struct_size);
+    if (msa_status st = msa::capi::fill_output(info, d, "msa_tokenizer_info")) return st;
     return to_c(msa::Status::Ok());
   });
 }

@@ -12,7 +12,7 @@
 namespace {
 
 struct Common {
-  std::string model, docs, prompt;
+  std::string model, docs, memory, prompt;
   msa_generate_params params;
   bool json = false;
 };
@@ -30,6 +30,7 @@ bool parse_int(const std::string& s, long lo, long hi, long* out) {
 int parse_common(const char* cmd, cli::Args& a, const char* usage, bool generate, Common* c) {
   c->model = a.get("--model");
   c->docs = a.get("--docs");
+  c->memory = a.get("--memory");
   c->prompt = a.get("--prompt");
   std::string top_k = a.get("--top-k", "16");
   std::string max_new = generate ? a.get("--max-new-tokens", "256") : "1";
@@ -40,6 +41,8 @@ int parse_common(const char* cmd, cli::Args& a, const char* usage, bool generate
   c->json = a.has("--json");
   if (int rc = cli::check_args(cmd, a, usage)) return rc;
   if (c->model.empty() || c->prompt.empty()) return cli::usage_error(cmd, "--model and --prompt are required", usage);
+  if (!c->docs.empty() && !c->memory.empty())
+    return cli::usage_error(cmd, "--docs and --memory exclude each other", usage);
   msa_generate_params_init(&c->params);
   long v = 0;
   if (!parse_int(top_k, 0, 1 << 30, &v)) return cli::usage_error(cmd, "--top-k must be an integer", usage);
@@ -97,10 +100,12 @@ void print_layers(const msa_result* r) {
   }
 }
 
-// Loads the model and, when --docs is given, builds the memory. Returns 0 or an exit code.
+// Loads the model and, when --docs is given, builds the memory (--memory: opens the bank). Returns 0 or an
+// exit code.
 int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem) {
   msa_status st = msa_model_load(c.model.c_str(), nullptr, model);
   if (st != MSA_OK) return cli::fail(cmd, st);
+  if (!c.memory.empty()) return cli::open_memory(cmd, *model, c.memory, mem, c.json);
   if (c.docs.empty()) return 0;
   cli::DocFile docs;
   std::string err;
@@ -115,7 +120,7 @@ int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem)
 
 int cmd_generate(int argc, char** argv) {
   const char* usage =
-      "generate --model DIR [--docs FILE] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
+      "generate --model DIR [--docs FILE | --memory BANK] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
       "                    [--interleave on|off] [--max-rounds N] [--json]";
   cli::Args a(argc, argv);
   Common c;
@@ -192,11 +197,11 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_route(int argc, char** argv) {
-  const char* usage = "route --model DIR --docs FILE --prompt TEXT [--top-k N] [--json]";
+  const char* usage = "route --model DIR (--docs FILE | --memory BANK) --prompt TEXT [--top-k N] [--json]";
   cli::Args a(argc, argv);
   Common c;
   if (int rc = parse_common("route", a, usage, false, &c)) return rc;
-  if (c.docs.empty()) return cli::usage_error("route", "--docs is required", usage);
+  if (c.docs.empty() && c.memory.empty()) return cli::usage_error("route", "--docs or --memory is required", usage);
   msa_model* model = nullptr;
   msa_memory* mem = nullptr;
   int rc = setup("route", c, &model, &mem);

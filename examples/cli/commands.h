@@ -8,3 +8,5 @@ int cmd_tokenize(int argc, char** argv);
 int cmd_detokenize(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_route(int argc, char** argv);
+int cmd_encode(int argc, char** argv);
+int cmd_memory(int argc, char** argv);

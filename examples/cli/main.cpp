@@ -20,9 +20,16 @@ const Command kCommands[] = {
     {"init-model", cmd_init_model,
      "init-model --preset micro|tiny|msa-4b-shape [--seed N] [--tokenizer DIR] [--msa-config JSON] --out DIR"},
     {"generate", cmd_generate,
-     "generate --model DIR [--docs FILE] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
+     "generate --model DIR [--docs FILE | --memory BANK] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
      "           [--interleave on|off] [--max-rounds N] [--json]   encode FILE into memory and answer"},
-    {"route", cmd_route, "route --model DIR --docs FILE --prompt TEXT [--top-k N] [--json]   top-k documents per layer"},
+    {"route", cmd_route,
+     "route --model DIR (--docs FILE | --memory BANK) --prompt TEXT [--top-k N] [--json]   top-k documents per layer"},
+    {"encode", cmd_encode,
+     "encode --model DIR --docs FILE --out BANK [--dtype f32|bf16|int8] [--commit-every N]\n"
+     "           encode FILE into a bank directory, committing every N documents (re-run to resume)"},
+    {"memory", cmd_memory,
+     "memory info|verify BANK | memory add BANK --model DIR --docs FILE | memory rm BANK --model DIR ID... |\n"
+     "           memory compact BANK --model DIR   inspect / change a bank directory"},
     {"tokenize", cmd_tokenize, "tokenize --tokenizer FILE               JSON Lines strings on stdin -> id arrays"},
     {"detokenize", cmd_detokenize, "detokenize --tokenizer FILE             JSON Lines id arrays on stdin -> strings"},
 };

@@ -6,9 +6,22 @@
  *    message for the calling thread (valid until that thread's next libmsa call).
  *  - Opaque handles are created by msa_*_load/create and released by the matching msa_*_free, which
  *    accepts NULL.
- *  - Parameter structs begin with `uint32_t struct_size`; fill them with msa_*_params_init() and then
- *    change fields. Fields are only ever appended.
+ *  - Parameter structs begin with `uint32_t struct_size` and are passed by pointer; fill them with
+ *    msa_params_init(kind, &params, sizeof params) (it never writes past sizeof params, also when the
+ *    loaded library is newer) or msa_*_params_init(), then change fields. Fields are only ever appended.
+ *    The library accepts a smaller (older) struct, treating the fields past struct_size as their defaults,
+ *    and a larger (newer) one only when every byte it does not know is zero (else MSA_ERR_INVALID_ARGUMENT).
+ *  - Output structs (msa_*_desc, msa_memory_usage, msa_timings): the caller sets
+ *    struct_size to sizeof; the library fills the fields it knows up to that size and sets struct_size to
+ *    the number of bytes it filled.
+ *  - Thread-safety is stated per function. "Thread-safe" means the call may run concurrently with any
+ *    other call on the same objects, except their msa_*_free.
  *  - No exception, abort or exit crosses this boundary.
+ *
+ * ABI: the shared library is libmsa.so.MAJOR (SONAME); within one major version symbols are never removed
+ * and struct layouts only grow at the end (checked in CI by scripts/check_abi.sh). Check at start-up that
+ * the loaded library serves this header: `if (!MSA_CHECK_VERSION()) ...`.
+ * C++: include <msa/msa.hpp> for RAII wrappers (header-only, over this API).
  *
  * This header is C99 and also valid C++.
  */
@@ -35,6 +48,8 @@ extern "C" {
 #define MSA_VERSION_MAJOR 0
 #define MSA_VERSION_MINOR 1
 #define MSA_VERSION_PATCH 0
+/* The header's packed version, comparable with msa_version_number(). */
+#define MSA_VERSION_NUMBER (MSA_VERSION_MAJOR * 10000 + MSA_VERSION_MINOR * 100 + MSA_VERSION_PATCH)
 
 /* ---------------------------------------------------------------- status codes (values are stable) */
 typedef enum msa_status {
@@ -69,6 +84,15 @@ MSA_API const char *msa_version(void);
 /* Packed version of the loaded library: MAJOR*10000 + MINOR*100 + PATCH. Thread-safe. */
 MSA_API uint32_t msa_version_number(void);
 
+/* Non-zero when the loaded library serves code compiled against header version `header_version` (pass
+ * MSA_VERSION_NUMBER): the same major version and a library minor version at least the header's (a newer
+ * minor version may declare functions or fields an older library lacks; patch versions never change the
+ * API). 0 otherwise. Thread-safe. */
+MSA_API int msa_version_compatible(uint32_t header_version);
+
+/* Evaluates to non-zero when the loaded library is compatible with the header the caller compiled with. */
+#define MSA_CHECK_VERSION() msa_version_compatible((uint32_t)MSA_VERSION_NUMBER)
+
 /* The enum name of a status ("MSA_ERR_IO"). Static storage; never NULL. Thread-safe. */
 MSA_API const char *msa_status_string(msa_status status);
 
@@ -89,6 +113,24 @@ typedef void (*msa_log_callback)(msa_log_level level, const char *message, void 
  * The callback may be called from any library thread, but never concurrently. Thread-safe. */
 MSA_API void msa_log_set(msa_log_callback callback, void *user_data, msa_log_level min_level);
 
+/* The parameter structs, for msa_params_init. Values are stable. */
+typedef enum msa_params_kind {
+  MSA_PARAMS_MODEL = 0,      /* msa_model_params */
+  MSA_PARAMS_CHECKPOINT = 1, /* msa_checkpoint_params */
+  MSA_PARAMS_MEMORY = 2,     /* msa_memory_params */
+  MSA_PARAMS_GENERATE = 3    /* msa_generate_params */
+} msa_params_kind;
+
+/* Size-safe form of the msa_*_params_init functions: fills params[0, struct_size) with the defaults of the
+ * parameter struct `kind` (as this library knows it), zeroes the bytes past the library's own size, and sets
+ * params->struct_size to struct_size. Pass the size of the struct you allocated (sizeof, or a binding's own
+ * copy of the layout). Unlike msa_*_params_init, which write the library's sizeof, it never writes past
+ * struct_size, so a program or binding built against an older, smaller struct stays safe with a newer
+ * library; the struct it fills is accepted by every function taking that kind.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL params, unknown kind, struct_size < sizeof(uint32_t)).
+ * Thread-safe. */
+MSA_API msa_status msa_params_init(msa_params_kind kind, void *params, size_t struct_size);
+
 /* ---------------------------------------------------------------- model */
 
 typedef struct msa_model msa_model;
@@ -106,7 +148,8 @@ typedef struct msa_model_params {
   int32_t load_tokenizer; /* non-zero (default): tokenizer.json must be present and is loaded */
 } msa_model_params;
 
-/* Fills defaults. `params` must not be NULL. Thread-safe. */
+/* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a
+ * newer library than its header should use msa_params_init instead. Thread-safe. */
 MSA_API void msa_model_params_init(msa_model_params *params);
 
 /* Loads a checkpoint directory (config.json, model.safetensors or model.safetensors.index.json + shards,
@@ -118,7 +161,8 @@ MSA_API void msa_model_params_init(msa_model_params *params);
  * Thread-safe. A loaded model is immutable and may be used from several threads at once. */
 MSA_API msa_status msa_model_load(const char *dir, const msa_model_params *params, msa_model **out_model);
 
-/* Releases a model. NULL is accepted. No other call may be using the model. */
+/* Releases a model. NULL is accepted. No other call may be using the model, and every bank created for it
+ * (msa_memory_create/open) must be freed first; its tokenizer (msa_model_tokenizer) becomes invalid. */
 MSA_API void msa_model_free(msa_model *model);
 
 typedef struct msa_model_desc {
@@ -164,7 +208,8 @@ typedef struct msa_checkpoint_params {
                                     NULL: the preset's values (router layers = latter half, pooling 64 ...) */
 } msa_checkpoint_params;
 
-/* Fills defaults. `params` must not be NULL. Thread-safe. */
+/* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a
+ * newer library than its header should use msa_params_init instead. Thread-safe. */
 MSA_API void msa_checkpoint_params_init(msa_checkpoint_params *params);
 
 /* Writes a checkpoint with random weights in the exact MSA-4B layout into `out_dir` (created if needed):
@@ -215,7 +260,8 @@ typedef struct msa_tokenizer_desc {
  * tokens, ...), MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
 MSA_API msa_status msa_tokenizer_load(const char *tokenizer_json_path, msa_tokenizer **out_tokenizer);
 
-/* Releases a tokenizer. NULL is accepted. No other call may be using it (nor a detokenizer made from it). */
+/* Releases a tokenizer loaded with msa_tokenizer_load (never a model's). NULL is accepted. No other call may
+ * be using it, and the detokenizers made from it must be freed first. */
 MSA_API void msa_tokenizer_free(msa_tokenizer *tokenizer);
 
 /* Fills `info` up to info->struct_size bytes (set it to sizeof(msa_tokenizer_desc); fields are only ever
@@ -274,18 +320,20 @@ typedef struct msa_detokenizer msa_detokenizer;
 MSA_API msa_status msa_detokenizer_create(const msa_tokenizer *tokenizer, int skip_special,
                                           msa_detokenizer **out_detokenizer);
 
-/* Pushes one id; the text it completes goes to out_text[0..cap) (buffer rule above; often 0 bytes).
- * On MSA_ERR_BUFFER_TOO_SMALL (needed size in *out_len) or MSA_ERR_INVALID_ARGUMENT (bad id) the
- * detokenizer is unchanged: retry with a larger buffer. 3 * (max_token_bytes + 3) + 1 bytes always suffice. */
+/* Pushes one id; the text it completes goes to out_text[0..cap) (buffer rule above; often 0 bytes), its
+ * length to *out_len. `out_text` may be NULL when cap is 0; the caller owns it.
+ * Errors: MSA_ERR_BUFFER_TOO_SMALL (needed size in *out_len), MSA_ERR_INVALID_ARGUMENT (NULL detokenizer or
+ * out_len, an id outside the vocabulary); on either the detokenizer is unchanged: retry with a larger buffer.
+ * 3 * (max_token_bytes + 3) + 1 bytes always suffice. Not thread-safe: one thread at a time per detokenizer. */
 MSA_API msa_status msa_detokenizer_push(msa_detokenizer *detokenizer, int32_t id, char *out_text, size_t cap,
                                         size_t *out_len);
 
 /* Ends the stream: writes what is held back (0..3 bytes, or U+FFFD) and resets the detokenizer for a new
  * stream. Buffer rule above; 4 bytes always suffice (3 + the NUL). Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_BUFFER_TOO_SMALL
- * (unchanged then). */
+ * (unchanged then). Not thread-safe: one thread at a time per detokenizer. */
 MSA_API msa_status msa_detokenizer_flush(msa_detokenizer *detokenizer, char *out_text, size_t cap, size_t *out_len);
 
-/* Releases a detokenizer. NULL is accepted. */
+/* Releases a detokenizer. NULL is accepted. No other call may be using it. */
 MSA_API void msa_detokenizer_free(msa_detokenizer *detokenizer);
 
 /* ================================================================ end of tokenizer */
@@ -293,29 +341,124 @@ MSA_API void msa_detokenizer_free(msa_detokenizer *detokenizer);
 /* ================================================================ memory banks
  * A memory bank holds a corpus encoded once by the model (MSA stage 1): per document its text and token
  * count, and per router layer the pooled routing keys (device tier) and pooled K/V pages (host tier).
- * Thread-safety: a bank may be read by several threads at once (msa_generate, msa_route, msa_memory_stats);
- * msa_memory_add_documents takes the bank's writer lock and waits for running readers. A bank must not be
+ * Thread-safety: a bank may be read by several threads at once (msa_generate, msa_route, msa_memory_stats,
+ * msa_memory_verify, msa_memory_document_state); msa_memory_add_documents, _save, _remove_documents and
+ * _compact take the bank's writer lock and wait for running readers. A bank must not be
  * freed while another call uses it. A bank keeps a pointer to its model: free the bank first. */
 
 typedef struct msa_memory msa_memory;
 
+/* Element type of a bank's pages (routing keys and pooled K/V), chosen at create time, recorded in the bank.
+ * BF16 and INT8 (symmetric, one f32 scale per chunk and kv head) are dequantised to f32 just before use. */
+typedef enum msa_page_dtype {
+  MSA_PAGE_F32 = 0,   /* exact: bit-identical to the encoder's output */
+  MSA_PAGE_BF16 = 1,  /* default: half the bytes of f32 */
+  MSA_PAGE_INT8 = 2   /* a quarter of the bytes (+ 4 bytes of scale per chunk and kv head) */
+} msa_page_dtype;
+
 typedef struct msa_memory_params {
-  uint32_t struct_size;  /* sizeof(msa_memory_params), set by msa_memory_params_init */
-  int32_t batch_tokens;  /* tokens per packed encoding forward; default 4096 */
+  uint32_t struct_size;   /* sizeof(msa_memory_params), set by msa_memory_params_init */
+  int32_t batch_tokens;   /* tokens per packed encoding forward; default 4096 */
+  int32_t page_dtype;     /* msa_page_dtype of a new bank (msa_memory_create); default MSA_PAGE_BF16.
+                             msa_memory_open ignores it (the bank's own dtype is used) */
+  int32_t verify_on_open; /* msa_memory_open: non-zero verifies every content page's checksum at open; 0
+                             (default): routing keys and tables at open, each content page when first read */
 } msa_memory_params;
 
-/* Fills defaults. `params` must not be NULL. Thread-safe. */
+/* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a
+ * newer library than its header should use msa_params_init instead. Thread-safe. */
 MSA_API void msa_memory_params_init(msa_memory_params *params);
 
-/* Creates an empty bank for `model` (computes the template-prefix K/V of every layer). `params` may be
- * NULL. The model must be an MSA checkpoint with a tokenizer. Release with msa_memory_free.
- * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, batch_tokens <= 0, a model without router layers or tokenizer),
+/* Creates an empty bank for `model` (computes the template-prefix K/V of every layer) holding pages in
+ * params->page_dtype. `params` may be NULL. The model must be an MSA checkpoint with a tokenizer. Release with msa_memory_free.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, batch_tokens <= 0, an unknown page_dtype, a model without router layers or tokenizer),
  * MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
 MSA_API msa_status msa_memory_create(const msa_model *model, const msa_memory_params *params,
                                      msa_memory **out_memory);
 
-/* Releases a bank. NULL is accepted. */
+/* Releases a bank. NULL is accepted. No other call may be using it; free it before its model. */
 MSA_API void msa_memory_free(msa_memory *memory);
+
+/* ---- persistence (docs/FORMAT.md). A bank on disk is a directory: immutable segment files and a MANIFEST,
+ * the single atomic commit point. Every change (save, add to an attached bank, remove, compact) writes new
+ * files under temporary names, fsyncs them, renames them and then replaces MANIFEST atomically: a crash at any
+ * point leaves either the previous bank or the new one, complete. One writer process per directory at a time.
+ * Every byte is covered by an xxHash64 checksum: corruption gives MSA_ERR_CORRUPT (or MSA_ERR_TRUNCATED)
+ * with a message naming the file and the section, never a crash or a wrong answer. */
+
+/* Opens the bank directory `path` for `model` (the model it was built for: the configuration fields that
+ * shape the memory, the tokenizer and a digest of the weights must match). Routing keys are read into RAM;
+ * content pages stay in the mapped segment files and are verified when read (or all at open with
+ * params->verify_on_open). The bank is attached to `path`: msa_memory_add_documents and
+ * msa_memory_remove_documents commit to it. `params` may be NULL. Release with msa_memory_free.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, a bank built for another model: the message names the field that
+ * differs), MSA_ERR_IO (missing directory or MANIFEST), MSA_ERR_TRUNCATED, MSA_ERR_CORRUPT,
+ * MSA_ERR_UNSUPPORTED (another format version or byte order), MSA_ERR_OUT_OF_MEMORY. Thread-safe. */
+MSA_API msa_status msa_memory_open(const msa_model *model, const char *path, const msa_memory_params *params,
+                                   msa_memory **out_memory);
+
+/* Writes the bank's live documents to directory `path` (created if needed; a bank already there is replaced
+ * atomically) and attaches the bank to it. Tombstoned documents are not written. Errors:
+ * MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO (the message has the path and the system error), MSA_ERR_CORRUPT (a
+ * page of the source bank failed its checksum). Thread-safety: takes the bank's writer lock. */
+MSA_API msa_status msa_memory_save(msa_memory *memory, const char *path);
+
+/* Tombstones the documents `ids[0..n_ids)`: all or none; routing never returns them again and
+ * k = min(top_k, live documents). An attached bank commits the change before returning. Their ids stay
+ * reserved until msa_memory_compact. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, an id not in the bank or already
+ * removed, a duplicate), MSA_ERR_IO. Thread-safety: writer lock. */
+MSA_API msa_status msa_memory_remove_documents(msa_memory *memory, const uint64_t *ids, size_t n_ids);
+
+/* Drops tombstoned documents: an attached bank rewrites its directory (atomically, like save); a bank in RAM
+ * only compacts its arrays. Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_CORRUPT. Writer lock. */
+MSA_API msa_status msa_memory_compact(msa_memory *memory);
+
+/* Full checksum pass over every content page of the attached files (routing keys and tables were verified at
+ * open). Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_CORRUPT (message names file, section, document).
+ * Thread-safe (shared lock). */
+MSA_API msa_status msa_memory_verify(const msa_memory *memory);
+
+/* *out_state = 0 (no such document), 1 (live) or 2 (tombstoned). Errors: MSA_ERR_INVALID_ARGUMENT.
+ * Thread-safe (shared lock). */
+MSA_API msa_status msa_memory_document_state(const msa_memory *memory, uint64_t id, int32_t *out_state);
+
+/* What a bank directory holds, read without a model (the bank describes itself). */
+typedef struct msa_memory_file_desc {
+  uint32_t struct_size;        /* caller sets sizeof(msa_memory_file_desc) */
+  int32_t format_version;
+  int32_t page_dtype;          /* msa_page_dtype */
+  int32_t n_segments;
+  int64_t generation;          /* commits so far */
+  int64_t n_documents;         /* live */
+  int64_t n_removed;           /* tombstoned */
+  int64_t n_chunks;            /* per router layer, tombstoned documents included */
+  int64_t n_tokens;            /* of the live documents */
+  int64_t routing_bytes;       /* routing keys (+ scales) of every router layer: the RAM ("device") tier */
+  int64_t content_bytes;       /* compressed content pages in the files: the host tier */
+  int64_t text_bytes;
+  int64_t file_bytes;          /* all files the manifest references, MANIFEST included */
+  int32_t content_verified;    /* 1 when every content page was checked (verify != 0) */
+  /* the model fingerprint */
+  int32_t n_layers;
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t head_dim;
+  int32_t n_router_layers;
+  int32_t pooling_kernel_size;
+  int32_t decouple_router;
+  int64_t hidden_size;
+  int64_t vocab_size;
+  double rope_theta;
+  uint64_t tokenizer_xxh64;
+  uint64_t weights_digest;
+  char aux_loss_method[32];
+} msa_memory_file_desc;
+
+/* Reads and checks the bank directory `path` without a model: manifest, segment headers, tables and routing
+ * keys always; every content page too when `verify` is non-zero. Fills `desc` (up to desc->struct_size).
+ * Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_TRUNCATED, MSA_ERR_CORRUPT (message names the file
+ * and the section), MSA_ERR_UNSUPPORTED. Thread-safe. */
+MSA_API msa_status msa_memory_file_info(const char *path, int verify, msa_memory_file_desc *desc);
 
 typedef struct msa_document {
   const char *text;  /* UTF-8, `text_len` bytes (need not be NUL-terminated) */
@@ -329,7 +472,8 @@ typedef int (*msa_progress_callback)(int64_t documents_done, int64_t documents_t
                                      int64_t tokens_total, void *user_data);
 
 /* Encodes `n_docs` documents and adds them to the bank, atomically: on any error (including cancellation)
- * nothing is added. `progress` may be NULL. `out_ids` (may be NULL) receives the n_docs ids used.
+ * nothing is added. A bank attached to a directory (opened or saved) writes them as one new segment and
+ * commits before returning (existing pages are not rewritten); MSA_ERR_IO then means nothing was added. `progress` may be NULL. `out_ids` (may be NULL) receives the n_docs ids used.
  * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, n_docs == 0, an empty document, a duplicate id — in the call or
  * already in the bank), MSA_ERR_INVALID_UTF8 (a document is not valid UTF-8), MSA_ERR_CONTEXT_OVERFLOW (a
  * document longer than the model's positions; the message gives the limit), MSA_ERR_CANCELLED.
@@ -346,6 +490,9 @@ typedef struct msa_memory_usage {
   int64_t routing_bytes;  /* device tier: routing keys of all router layers */
   int64_t content_bytes;  /* host tier: pooled K/V pages of all router layers */
   int64_t text_bytes;     /* document texts kept for Memory Interleave */
+  int64_t n_removed;      /* tombstoned documents (not in n_documents) */
+  int64_t content_file_bytes; /* part of content_bytes left compressed in mapped files (the rest is in RAM) */
+  int32_t page_dtype;     /* msa_page_dtype */
 } msa_memory_usage;
 
 /* Fills `usage`. Errors: MSA_ERR_INVALID_ARGUMENT. Thread-safe (shared lock). */
@@ -383,7 +530,8 @@ typedef struct msa_generate_params {
   void *logits_user_data;              /* passed to logits_callback */
 } msa_generate_params;
 
-/* Fills defaults. `params` must not be NULL. Thread-safe. */
+/* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a
+ * newer library than its header should use msa_params_init instead. Thread-safe. */
 MSA_API void msa_generate_params_init(msa_generate_params *params);
 
 /* Receives generated text as it is produced: `piece` holds `len` bytes of UTF-8 (never a partial
@@ -399,14 +547,17 @@ typedef struct msa_result msa_result;
  * Errors: MSA_ERR_INVALID_ARGUMENT (NULL model/prompt/out_result, an empty prompt, top_k <= 0,
  * max_new_tokens <= 0, max_rounds <= 0, bad sampling values, a bank of another model), MSA_ERR_INVALID_UTF8,
  * MSA_ERR_CONTEXT_OVERFLOW (the prompt does not fit the model's positions), MSA_ERR_CANCELLED,
- * MSA_ERR_TOKENIZER (model loaded without tokenizer). */
+ * MSA_ERR_TOKENIZER (model loaded without tokenizer), MSA_ERR_OUT_OF_MEMORY.
+ * Thread-safe: several calls may share a model and a bank (each has its own state); the bank's readers'
+ * lock is held for the call, so msa_memory_add_documents on the same bank waits for it. */
 MSA_API msa_status msa_generate(const msa_model *model, const msa_memory *memory, const char *prompt,
                                 const msa_generate_params *params, msa_token_callback on_token, void *user_data,
                                 msa_result **out_result);
 
 /* Retrieval only: routes `prompt` in every router layer (stage 2 without decoding) and returns the top-k
- * documents and the scores of every layer in a result. Uses params->top_k and first_position only.
- * Errors: as msa_generate, and MSA_ERR_INVALID_ARGUMENT when `memory` is NULL. */
+ * documents and the scores of every layer in a result (free it with msa_result_free; NULL on failure).
+ * Uses params->top_k and first_position only. Errors: as msa_generate, and MSA_ERR_INVALID_ARGUMENT when
+ * `memory` is NULL. Thread-safe, as msa_generate. */
 MSA_API msa_status msa_route(const msa_model *model, const msa_memory *memory, const char *prompt,
                              const msa_generate_params *params, msa_result **out_result);
 
@@ -427,7 +578,9 @@ MSA_API int64_t msa_result_tokens(const msa_result *result, const int32_t **ids)
 MSA_API int32_t msa_result_n_rounds(const msa_result *result);
 MSA_API int64_t msa_result_round_documents(const msa_result *result, int32_t round, const uint64_t **ids);
 /* Router layers of the first round's routing (0 without a bank). `slot` is 0..n-1; the decoder layer index
- * is returned by msa_result_router_layer. The top-k document ids and their scores, best first. */
+ * is returned by msa_result_router_layer (-1 for a slot out of range). msa_result_layer_topk returns k and
+ * points *ids / *scores (each may be NULL) at the top-k document ids and their scores, best first; -1 for a
+ * slot out of range. */
 MSA_API int32_t msa_result_n_router_layers(const msa_result *result);
 MSA_API int32_t msa_result_router_layer(const msa_result *result, int32_t slot);
 MSA_API int64_t msa_result_layer_topk(const msa_result *result, int32_t slot, const uint64_t **ids,
@@ -444,14 +597,16 @@ typedef struct msa_timings {
   int64_t generated_tokens;
 } msa_timings;
 
-/* Fills `timings`. Errors: MSA_ERR_INVALID_ARGUMENT. */
+/* Fills `timings` up to timings->struct_size bytes (set it to sizeof). Errors: MSA_ERR_INVALID_ARGUMENT
+ * (NULL, or struct_size smaller than the first release's size). Thread-safe. */
 MSA_API msa_status msa_result_timings(const msa_result *result, msa_timings *timings);
 
 /* Why generation stopped: "eos", "max_new_tokens", "context_limit", "max_rounds", "cancelled", "answer",
  * or "" (route results). */
 MSA_API const char *msa_result_stop_reason(const msa_result *result);
 
-/* Releases a result. NULL is accepted. */
+/* Releases a result and every pointer its accessors returned. NULL is accepted. No other call may be using
+ * it. */
 MSA_API void msa_result_free(msa_result *result);
 
 #ifdef __cplusplus

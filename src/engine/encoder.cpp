@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "engine/engine_common.h"
+#include "memory/bank_fingerprint.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -121,11 +122,13 @@ Status compute_template_prefix(const Model& model, Backend* backend, std::vector
   return engine_detail::compute_template_kv(model, head, backend, k, v);
 }
 
-Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out) {
+Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out, PageDType dtype) {
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "create_memory_bank: out is null");
   std::vector<std::vector<float>> k, v;
   MSA_RETURN_IF_ERROR(compute_template_prefix(model, backend, &k, &v));
-  return MemoryBank::create(model.config(), std::move(k), std::move(v), out);
+  MSA_RETURN_IF_ERROR(MemoryBank::create(model.config(), std::move(k), std::move(v), out, dtype));
+  (*out)->set_fingerprint(model_fingerprint(model));
+  return Status::Ok();
 }
 
 Encoder::Encoder(const Model& model, EncoderOptions options) : model_(model), options_(std::move(options)) {

@@ -65,10 +65,12 @@ std::string format_memory_document(uint64_t id, std::string_view text);
 Status compute_template_prefix(const Model& model, Backend* backend, std::vector<std::vector<float>>* k,
                                std::vector<std::vector<float>>* v);
 
-// A new, empty memory bank for `model` (its template prefix computed here). backend null: default.
+// A new, empty memory bank for `model` (its template prefix computed here, its fingerprint set from the model)
+// holding pages in `dtype`. backend null: default.
 // Errors: kInvalidArgument (no tokenizer, a checkpoint without router layers: see MemoryBank::create),
 // forward errors.
-Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out);
+Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out,
+                          PageDType dtype = PageDType::kF32);
 
 class Encoder {
  public:

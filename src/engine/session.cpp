@@ -59,7 +59,7 @@ class RoutingObserver final : public ForwardObserver {
     if (slot < 0) return Status::Ok();
     LayerRouting lr;
     lr.layer = act.layer;
-    if (bank_ != nullptr && bank_->n_documents() > 0 && !rows_.empty()) {
+    if (bank_ != nullptr && bank_->n_live_documents() > 0 && !rows_.empty()) {
       MSA_RETURN_IF_ERROR(route_layer(act, slot, kv, &lr));
     }
     routing.push_back(std::move(lr));
@@ -121,21 +121,15 @@ class RoutingObserver final : public ForwardObserver {
     std::vector<ScoredDocument> by_id = lr->top;
     std::sort(by_id.begin(), by_id.end(),
               [](const ScoredDocument& a, const ScoredDocument& b) { return a.id < b.id; });
-    const ContentPages& pages = bank_->content(slot);
     int64_t n_rows = 0;
     for (const ScoredDocument& s : by_id) n_rows += bank_->document(s.index).n_chunks;
     kbuf_.resize(static_cast<size_t>(n_rows * width));
     vbuf_.resize(static_cast<size_t>(n_rows * width));
     int64_t at = 0;
     for (const ScoredDocument& s : by_id) {
-      const DocumentRecord& rec = bank_->document(s.index);
-      const size_t off = static_cast<size_t>(rec.chunk_begin * width), len = static_cast<size_t>(rec.n_chunks * width);
-      if (off + len > pages.k.size() || off + len > pages.v.size()) {
-        return Error(StatusCode::kInternal, "routing: document ", rec.id, " has chunks past the content pages");
-      }
-      std::copy_n(pages.k.data() + off, len, kbuf_.data() + at * width);
-      std::copy_n(pages.v.data() + off, len, vbuf_.data() + at * width);
-      at += rec.n_chunks;
+      // Decodes the document's pages (RAM or a mapped segment frame, checksum-verified) to f32.
+      MSA_RETURN_IF_ERROR(bank_->read_pages(slot, s.index, kbuf_.data() + at * width, vbuf_.data() + at * width));
+      at += bank_->document(s.index).n_chunks;
     }
     return kv->insert_prefix(bank_->template_len(), kbuf_.data(), vbuf_.data(), n_rows);
   }
@@ -256,7 +250,7 @@ Status Session::route(std::string_view question, const RouteOptions& options, Ro
   result->prompt_tokens = static_cast<int64_t>(ids.size());
   result->routing_tokens = std::count(doc_ids.begin(), doc_ids.end(), 0);
   if (c.msa.router_layers.empty()) return Status::Ok();
-  if (bank_ == nullptr || bank_->n_documents() == 0) {
+  if (bank_ == nullptr || bank_->n_live_documents() == 0) {
     for (int l : c.msa.router_layers) result->layers.push_back(LayerRouting{l, {}, {}});
     return Status::Ok();
   }

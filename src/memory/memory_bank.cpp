@@ -6,7 +6,12 @@
 // roll back on bad_alloc.
 #include "memory/memory_bank.h"
 
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -14,6 +19,29 @@
 #include <utility>
 
 namespace msa {
+
+uint64_t router_layers_xxh64(const std::vector<int>& layers) {
+  std::vector<int32_t> rl(layers.begin(), layers.end());
+  return XXH64(rl.data(), rl.size() * sizeof(int32_t), 0);
+}
+
+bankfmt::Fingerprint shape_fingerprint(const ModelConfig& c) {
+  bankfmt::Fingerprint f;
+  f.hidden_size = static_cast<uint64_t>(c.hidden_size);
+  f.num_hidden_layers = static_cast<uint64_t>(c.num_hidden_layers);
+  f.num_attention_heads = static_cast<uint64_t>(c.num_attention_heads);
+  f.num_key_value_heads = static_cast<uint64_t>(c.num_key_value_heads);
+  f.head_dim = static_cast<uint64_t>(c.head_dim);
+  f.vocab_size = static_cast<uint64_t>(c.vocab_size);
+  f.pooling_kernel_size = static_cast<uint64_t>(c.msa.pooling_kernel_size);
+  f.decouple_router = c.msa.decouple_router ? 1 : 0;
+  f.n_router_layers = c.msa.router_layers.size();
+  f.router_layers_xxh64 = router_layers_xxh64(c.msa.router_layers);
+  f.rope_theta = c.rope_theta;
+  f.rms_norm_eps = c.rms_norm_eps;
+  std::strncpy(f.aux_loss_method, c.msa.aux_loss_method.c_str(), sizeof f.aux_loss_method - 1);
+  return f;
+}
 
 namespace {
 
@@ -52,17 +80,30 @@ Status check_pooled_tensors(const std::vector<std::vector<float>>& t, const char
 }  // namespace
 
 MemoryBank::MemoryBank(const ModelConfig& config, std::vector<std::vector<float>> template_k,
-                       std::vector<std::vector<float>> template_v)
+                       std::vector<std::vector<float>> template_v, PageDType dtype)
     : config_(config),
       width_(config.num_key_value_heads * config.head_dim),
+      dtype_(dtype),
       routing_(config.msa.router_layers.size()),
       content_(config.msa.router_layers.size()),
       template_k_(std::move(template_k)),
-      template_v_(std::move(template_v)) {}
+      template_v_(std::move(template_v)) {
+  for (RoutingIndex& r : routing_) r.dtype = dtype;
+  for (ContentPages& c : content_) c.dtype = dtype;
+  // The shape part of the fingerprint; create_memory_bank() replaces it by the model's full fingerprint
+  // (tokenizer and weights digests included).
+  fp_ = shape_fingerprint(config);
+  fp_.page_dtype = static_cast<uint64_t>(dtype);
+  fp_.template_len = 3;
+}
 
 Status MemoryBank::create(const ModelConfig& config, std::vector<std::vector<float>> template_k,
-                          std::vector<std::vector<float>> template_v, std::unique_ptr<MemoryBank>* out) {
+                          std::vector<std::vector<float>> template_v, std::unique_ptr<MemoryBank>* out,
+                          PageDType dtype) {
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory create: out is null");
+  if (!page_dtype_valid(static_cast<uint32_t>(dtype))) {
+    return Error(StatusCode::kInvalidArgument, "memory create: page dtype ", static_cast<uint32_t>(dtype), " unknown");
+  }
   if (!config.msa.present || config.msa.router_layers.empty()) {
     return Error(StatusCode::kInvalidArgument,
                  "memory create: the model has no msa_config router layers; a memory bank needs an MSA model");
@@ -93,7 +134,7 @@ Status MemoryBank::create(const ModelConfig& config, std::vector<std::vector<flo
                    template_k[l].size(), "/", template_v[l].size(), " floats, expected 3 x width = ", want);
     }
   }
-  *out = std::make_unique<MemoryBank>(config, std::move(template_k), std::move(template_v));
+  *out = std::make_unique<MemoryBank>(config, std::move(template_k), std::move(template_v), dtype);
   return Status::Ok();
 }
 
@@ -154,6 +195,10 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
       return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
                    " is already in the bank");
     }
+    if (removed_ids_.count(d.id) != 0) {
+      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
+                   " was removed; compact the bank before reusing it");
+    }
     if (!batch_ids.insert(d.id).second) {
       return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
                    " appears twice in the batch");
@@ -179,19 +224,66 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
   }
   if (docs.empty()) return Status::Ok();
 
+  // ---------------------------------------------------------------- encode the pages into the bank's dtype
+  const int64_t heads = config_.num_key_value_heads, hd = config_.head_dim;
+  const size_t row_bytes = page_row_bytes(dtype_, width_);
+  const int64_t n_scales = page_row_scales(dtype_, heads);
+  struct Encoded {
+    std::vector<uint8_t> rk, k, v;       // [new_chunks, row_bytes] (all dtypes, f32 included: for the segment)
+    std::vector<float> rks, ks, vs;      // int8 scales
+  };
+  std::vector<Encoded> enc(static_cast<size_t>(n_layers));
+  const bool need_enc = dtype_ != PageDType::kF32 || !path_.empty();  // f32 in RAM only: stored as given
+  try {
+    for (int l = 0; l < n_layers && need_enc; ++l) {
+      Encoded& e = enc[static_cast<size_t>(l)];
+      e.rk.resize(static_cast<size_t>(new_chunks) * row_bytes);
+      e.k.resize(e.rk.size());
+      e.v.resize(e.rk.size());
+      e.rks.resize(static_cast<size_t>(new_chunks * n_scales));
+      e.ks.resize(e.rks.size());
+      e.vs.resize(e.rks.size());
+      int64_t at = 0;
+      for (size_t i = 0; i < docs.size(); ++i) {
+        const PooledDocument& p = pooled[i];
+        const size_t s = static_cast<size_t>(l);
+        const size_t ob = static_cast<size_t>(at) * row_bytes, os = static_cast<size_t>(at * n_scales);
+        encode_rows(dtype_, p.rk[s].data(), p.n_chunks, heads, hd, e.rk.data() + ob, e.rks.data() + os);
+        encode_rows(dtype_, p.k[s].data(), p.n_chunks, heads, hd, e.k.data() + ob, e.ks.data() + os);
+        encode_rows(dtype_, p.v[s].data(), p.n_chunks, heads, hd, e.v.data() + ob, e.vs.data() + os);
+        at += p.n_chunks;
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "memory add: out of memory encoding ", new_chunks, " chunks");
+  }
+
   // ---------------------------------------------------------------- reserve (may fail; contents unchanged)
   const int64_t old_docs = n_documents();
   const int64_t old_chunks = routing_.empty() ? 0 : routing_[0].n_chunks();
   const size_t total_chunks = static_cast<size_t>(old_chunks + new_chunks);
   const size_t total_floats = total_chunks * static_cast<size_t>(width_);
+  const size_t ram_total = static_cast<size_t>(ram_chunks_ + new_chunks);
   try {
     docs_.reserve(docs_.size() + docs.size());
+    src_.reserve(src_.size() + docs.size());
     by_id_.reserve(by_id_.size() + docs.size());
     for (int l = 0; l < n_layers; ++l) {
-      routing_[static_cast<size_t>(l)].keys.reserve(total_floats);
-      routing_[static_cast<size_t>(l)].chunk_doc.reserve(total_chunks);
-      content_[static_cast<size_t>(l)].k.reserve(total_floats);
-      content_[static_cast<size_t>(l)].v.reserve(total_floats);
+      RoutingIndex& ri = routing_[static_cast<size_t>(l)];
+      ContentPages& cp = content_[static_cast<size_t>(l)];
+      ri.chunk_doc.reserve(total_chunks);
+      if (dtype_ == PageDType::kF32) {
+        ri.keys.reserve(total_floats);
+        cp.k.reserve(ram_total * static_cast<size_t>(width_));
+        cp.v.reserve(ram_total * static_cast<size_t>(width_));
+      } else {
+        ri.packed.reserve(total_chunks * row_bytes);
+        ri.scales.reserve(total_chunks * static_cast<size_t>(n_scales));
+        cp.qk.reserve(ram_total * row_bytes);
+        cp.qv.reserve(ram_total * row_bytes);
+        cp.k_scales.reserve(ram_total * static_cast<size_t>(n_scales));
+        cp.v_scales.reserve(ram_total * static_cast<size_t>(n_scales));
+      }
     }
   } catch (const std::bad_alloc&) {
     return Error(StatusCode::kOutOfMemory, "memory add: out of memory reserving ", new_chunks, " chunks");
@@ -210,22 +302,112 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     return Error(StatusCode::kOutOfMemory, "memory add: out of memory indexing document ids");
   }
 
+  // ---------------------------------------------------------------- commit to disk first (attached banks)
+  auto commit = [&]() -> Status {
+    const uint64_t gen = generation_ + 1;
+    bankfmt::SegmentSource src;
+    src.dtype = dtype_;
+    src.n_kv_heads = heads;
+    src.head_dim = hd;
+    src.pooling = pool;
+    src.n_router_layers = n_layers;
+    for (const DocumentRecord& d : docs) {
+      bankfmt::SegmentDocIn in;
+      in.id = d.id;
+      in.n_tokens = static_cast<uint64_t>(d.n_tokens);
+      in.n_chunks = static_cast<uint64_t>(pooled[static_cast<size_t>(&d - docs.data())].n_chunks);
+      in.text = d.text;
+      src.docs.push_back(in);
+    }
+    std::vector<int64_t> first(docs.size() + 1, 0);
+    for (size_t i = 0; i < docs.size(); ++i) first[i + 1] = first[i] + pooled[i].n_chunks;
+    src.routing = [&](int l, std::vector<uint8_t>* rows, std::vector<float>* scales) {
+      *rows = enc[static_cast<size_t>(l)].rk;
+      *scales = enc[static_cast<size_t>(l)].rks;
+      return Status::Ok();
+    };
+    src.content = [&](int l, size_t i, bankfmt::FrameIn* f) {
+      const Encoded& e = enc[static_cast<size_t>(l)];
+      const size_t b0 = static_cast<size_t>(first[i]) * row_bytes, b1 = static_cast<size_t>(first[i + 1]) * row_bytes;
+      const size_t s0 = static_cast<size_t>(first[i] * n_scales), s1 = static_cast<size_t>(first[i + 1] * n_scales);
+      f->raw.clear();
+      auto put = [&](const void* p, size_t n) {
+        const uint8_t* b = static_cast<const uint8_t*>(p);
+        f->raw.insert(f->raw.end(), b, b + n);
+      };
+      put(e.k.data() + b0, b1 - b0);
+      put(e.ks.data() + s0, (s1 - s0) * sizeof(float));
+      put(e.v.data() + b0, b1 - b0);
+      put(e.vs.data() + s0, (s1 - s0) * sizeof(float));
+      return Status::Ok();
+    };
+    const std::string name = bankfmt::segment_file_name(gen);
+    const std::string tmp = path_ + "/" + name + ".tmp";
+    bankfmt::SegmentRef ref;
+    Status st = bankfmt::write_segment(tmp, gen, src, &ref, nullptr);
+    if (st.ok()) st = bankfmt::rename_file(tmp, path_ + "/" + name);
+    if (st.ok()) st = bankfmt::fsync_dir(path_);
+    if (st.ok()) {
+      ref.name = name;
+      std::vector<bankfmt::SegmentRef> segs = seg_refs_;
+      segs.push_back(ref);
+      std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
+      std::sort(tomb.begin(), tomb.end());
+      st = commit_manifest_locked(std::move(segs), std::move(tomb));
+    }
+    return st;
+  };
+  if (!path_.empty()) {
+    Status st;
+    try {
+      st = commit();
+    } catch (const std::bad_alloc&) {
+      st = Error(StatusCode::kOutOfMemory, "memory add: out of memory writing the new segment to ", path_);
+    }
+    if (!st.ok()) {
+      for (const DocumentRecord& d : docs) by_id_.erase(d.id);  // nothing was committed: undo the id map
+      return st;
+    }
+    // The new documents keep their pages in RAM; the segment is only read after a reopen.
+  }
+
   // ---------------------------------------------------------------- append (no allocation past here)
   int64_t chunk = old_chunks;
+  for (int l = 0; l < n_layers; ++l) {
+    const size_t s = static_cast<size_t>(l);
+    RoutingIndex& ri = routing_[s];
+    ContentPages& cp = content_[s];
+    const Encoded& e = enc[s];
+    if (dtype_ == PageDType::kF32) {
+      for (size_t i = 0; i < docs.size(); ++i) {
+        ri.keys.insert(ri.keys.end(), pooled[i].rk[s].begin(), pooled[i].rk[s].end());
+        cp.k.insert(cp.k.end(), pooled[i].k[s].begin(), pooled[i].k[s].end());
+        cp.v.insert(cp.v.end(), pooled[i].v[s].begin(), pooled[i].v[s].end());
+      }
+    } else {
+      ri.packed.insert(ri.packed.end(), e.rk.begin(), e.rk.end());
+      ri.scales.insert(ri.scales.end(), e.rks.begin(), e.rks.end());
+      cp.qk.insert(cp.qk.end(), e.k.begin(), e.k.end());
+      cp.qv.insert(cp.qv.end(), e.v.begin(), e.v.end());
+      cp.k_scales.insert(cp.k_scales.end(), e.ks.begin(), e.ks.end());
+      cp.v_scales.insert(cp.v_scales.end(), e.vs.begin(), e.vs.end());
+    }
+  }
   for (size_t i = 0; i < docs.size(); ++i) {
     DocumentRecord& d = docs[i];
     PooledDocument& p = pooled[i];
     const int32_t doc_index = static_cast<int32_t>(old_docs + static_cast<int64_t>(i));
     for (int l = 0; l < n_layers; ++l) {
-      const size_t s = static_cast<size_t>(l);
-      RoutingIndex& ri = routing_[s];
-      ri.keys.insert(ri.keys.end(), p.rk[s].begin(), p.rk[s].end());
+      RoutingIndex& ri = routing_[static_cast<size_t>(l)];
       ri.chunk_doc.insert(ri.chunk_doc.end(), static_cast<size_t>(p.n_chunks), doc_index);
-      content_[s].k.insert(content_[s].k.end(), p.k[s].begin(), p.k[s].end());
-      content_[s].v.insert(content_[s].v.end(), p.v[s].begin(), p.v[s].end());
     }
+    DocSource ds;
+    ds.ram_chunk = ram_chunks_;
+    ram_chunks_ += p.n_chunks;
+    src_.push_back(ds);
     d.chunk_begin = chunk;
     d.n_chunks = p.n_chunks;
+    d.removed = false;
     chunk += p.n_chunks;
     if (d.id >= next_id_) next_id_ = d.id + 1;  // id < UINT64_MAX was checked: no wrap
     docs_.push_back(std::move(d));
@@ -235,18 +417,19 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
 
 MemoryStats MemoryBank::stats() const {
   MemoryStats s;
-  s.n_documents = n_documents();
+  s.n_documents = n_live_documents();
+  s.n_removed = n_removed_;
+  s.dtype = dtype_;
   s.n_chunks = routing_.empty() ? 0 : routing_[0].n_chunks();
   for (const DocumentRecord& d : docs_) {
+    if (d.removed) continue;
     s.n_tokens += d.n_tokens;
     s.text_bytes += static_cast<int64_t>(d.text.size());
   }
-  for (const RoutingIndex& r : routing_) {
-    s.routing_bytes += static_cast<int64_t>(r.keys.size() * sizeof(float) + r.chunk_doc.size() * sizeof(int32_t));
-  }
-  for (const ContentPages& c : content_) {
-    s.content_bytes += static_cast<int64_t>((c.k.size() + c.v.size()) * sizeof(float));
-  }
+  for (const RoutingIndex& r : routing_) s.routing_bytes += r.bytes();
+  for (const ContentPages& c : content_) s.content_ram_bytes += c.bytes();
+  for (const auto& seg : segments_) s.content_file_bytes += static_cast<int64_t>(seg->content_bytes());
+  s.content_bytes = s.content_ram_bytes + s.content_file_bytes;
   for (size_t l = 0; l < template_k_.size(); ++l) {
     s.template_bytes += static_cast<int64_t>(template_k_[l].size() * sizeof(float));
   }

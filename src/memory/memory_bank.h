@@ -7,7 +7,14 @@
 //       ContentPages  — pooled K̄ (post k_norm + RoPE) and V̄, [n_chunks, n_kv_heads*head_dim] each, every
 //                       document's chunks contiguous and in order: the *host tier* (gathered for the top-k);
 //   * the template-prefix K/V of every layer ([3, n_kv_heads*head_dim], positions 0..2).
-// Pages are f32 in memory for now (the persistence issue adds bf16/int8 pages).
+// Pages are held in the bank's page dtype (page_codec.h: f32 | bf16 | int8, chosen at create time): RoutingIndex
+// keeps the routing rows in RAM in that dtype (the router dequantises a block of chunks at a time); content pages
+// live in RAM (documents added in this process) or stay in the mmap'd segment files of an opened bank, zstd
+// frames decompressed and checksum-verified on every read (read_pages()).
+//
+// Persistence (docs/FORMAT.md): open() / save() / remove() / compact(); once a bank is attached to a directory
+// (opened or saved) every add() and remove() commits to it before returning (crash-safe: new files under
+// temporary names, fsync, rename, then the MANIFEST replaced atomically).
 //
 // Thread-safety: readers (routing, generation) take `lock_shared()`; add() takes the writer lock itself.
 // Every const accessor (document(), find(), routing(), stats(), ...) reads unguarded state: call it under
@@ -21,9 +28,13 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
+#include "memory/bank_format.h"
+#include "memory/page_codec.h"
 #include "model/config.h"
 
 namespace msa {
@@ -34,6 +45,7 @@ struct DocumentRecord {
   int64_t n_tokens = 0;     // tokens of the formatted document (spec §3.2)
   int64_t chunk_begin = 0;  // first chunk in every layer's RoutingIndex/ContentPages
   int64_t n_chunks = 0;     // ceil(n_tokens / pooling_kernel_size)
+  bool removed = false;     // tombstoned by remove(): never routed to, never found; dropped by compact()
 };
 
 // Stage-1 output for one document, before it enters a bank. Each vector holds one entry per router layer
@@ -47,15 +59,53 @@ struct PooledDocument {
                                        // L2-normalised per (chunk, head) exactly when the config says so
 };
 
+// std::allocator that default-initialises (no zero-fill on resize): the routing index of a large bank is read
+// straight into a resized buffer, and zeroing gigabytes first would double the cost of opening it.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
+using PageBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
 struct RoutingIndex {
-  std::vector<float> keys;          // [n_chunks, width]
+  PageDType dtype = PageDType::kF32;
+  std::vector<float> keys;          // kF32: [n_chunks, width]
+  PageBytes packed;                 // kBF16 / kInt8: [n_chunks, width] in the dtype
+  std::vector<float> scales;        // kInt8: [n_chunks, n_kv_heads]
   std::vector<int32_t> chunk_doc;   // [n_chunks] document index (position in the DocStore) of each chunk
   int64_t n_chunks() const { return static_cast<int64_t>(chunk_doc.size()); }
+  // Rows [c0, c0 + n) as f32 into dst ([n, n_kv_heads * head_dim]); the caller checked the shapes.
+  void decode(int64_t c0, int64_t n, int64_t n_kv_heads, int64_t head_dim, float* dst) const;
+  int64_t bytes() const;
 };
 
+// Content pages of the documents held in RAM (indexed by their RAM chunk offset; for a bank that was never
+// opened from or saved to disk that is DocumentRecord::chunk_begin).
 struct ContentPages {
-  std::vector<float> k;  // [n_chunks, width]
-  std::vector<float> v;  // [n_chunks, width]
+  PageDType dtype = PageDType::kF32;
+  std::vector<float> k;  // kF32: [n_chunks, width]
+  std::vector<float> v;  // kF32: [n_chunks, width]
+  std::vector<uint8_t> qk, qv;           // kBF16 / kInt8
+  std::vector<float> k_scales, v_scales; // kInt8: [n_chunks, n_kv_heads]
+  int64_t bytes() const;
+};
+
+struct BankOpenOptions {
+  bool verify_content = false;  // true: every content frame's checksum at open; false: on each read
 };
 
 struct MemoryStats {
@@ -66,19 +116,67 @@ struct MemoryStats {
   int64_t content_bytes = 0;  // host tier, all router layers
   int64_t text_bytes = 0;     // DocStore texts
   int64_t template_bytes = 0; // template-prefix K/V of every layer
+  int64_t n_removed = 0;      // tombstoned documents (counted in n_documents' DocStore, not in n_documents)
+  int64_t content_ram_bytes = 0;   // part of content_bytes held in RAM (page dtype)
+  int64_t content_file_bytes = 0;  // part of content_bytes left in mapped segment files (compressed)
+  PageDType dtype = PageDType::kF32;
 };
+
+// xxh64 of the router layer indices as int32 (Fingerprint::router_layers_xxh64).
+uint64_t router_layers_xxh64(const std::vector<int>& layers);
+// The fields of a fingerprint that the configuration alone decides (shapes, router layers, pooling, rope theta,
+// rms eps, aux_loss_method); tokenizer/weights digests, page_dtype and template_len are left 0.
+bankfmt::Fingerprint shape_fingerprint(const ModelConfig& config);
+
+// What a bank directory holds, read without a model (msa memory info / verify, the fuzz target).
+using BankFiles = bankfmt::BankContents;
+// bankfmt::read_bank_dir: reads and cross-checks dir/MANIFEST and every segment it lists (sizes, checksums,
+// shapes against the fingerprint, unique ids, tombstones naming existing documents). verify_content: every
+// content frame too.
+Status read_bank_files(const std::string& dir, bool verify_content, BankFiles* out);
 
 class MemoryBank {
  public:
   // template_k / template_v: one [3 * width] vector per decoder layer (all layers, not only router ones).
   // The constructor trusts its arguments (router_layers, head shapes, template sizes); create() checks them.
   MemoryBank(const ModelConfig& config, std::vector<std::vector<float>> template_k,
-             std::vector<std::vector<float>> template_v);
+             std::vector<std::vector<float>> template_v, PageDType dtype = PageDType::kF32);
 
   // Checked construction. Errors: kInvalidArgument (no msa_config / router layers, pooling_kernel_size < 1,
   // n_kv_heads * head_dim < 1, not one template K and V of 3 * width floats per decoder layer).
   static Status create(const ModelConfig& config, std::vector<std::vector<float>> template_k,
-                       std::vector<std::vector<float>> template_v, std::unique_ptr<MemoryBank>* out);
+                       std::vector<std::vector<float>> template_v, std::unique_ptr<MemoryBank>* out,
+                       PageDType dtype = PageDType::kF32);
+
+  // Opens the bank directory `dir` for a model of configuration `config`. expect (may be null): the model's
+  // fingerprint; a bank built for another model is refused (kInvalidArgument naming the differing field).
+  // Routing keys are read into RAM; content pages stay in the mapped segments. The bank is attached to dir.
+  // Errors: kIo, kTruncated, kCorrupt, kUnsupported (format version), kInvalidArgument (another model).
+  static Status open(const std::string& dir, const ModelConfig& config, const bankfmt::Fingerprint* expect,
+                     const BankOpenOptions& options, std::unique_ptr<MemoryBank>* out);
+
+  // The fingerprint written by save() (set by the creator from the model; open() reads it from the bank).
+  void set_fingerprint(const bankfmt::Fingerprint& fp);
+  const bankfmt::Fingerprint& fingerprint() const { return fp_; }
+  PageDType dtype() const { return dtype_; }
+  // The directory the bank is attached to ("" when none). Unguarded, like the other accessors.
+  std::string path() const;
+
+  // Writes the live documents to `dir` (created if needed) as a fresh bank, atomically: until the new MANIFEST
+  // is renamed into place a reader sees the previous bank of dir (if any) complete. The bank is then attached
+  // to dir (and its content pages served from the new segment). Writer lock.
+  // stats (may be null): compression figures of the content frames written (docs/FORMAT.md measurements).
+  Status save(const std::string& dir, bankfmt::WriteStats* stats = nullptr);
+  // Tombstones documents (all or none; committed first when attached). Errors: kInvalidArgument (an id not in
+  // the bank or already removed, a duplicate in ids). Writer lock.
+  Status remove(const std::vector<uint64_t>& ids);
+  // Drops tombstoned documents: attached, rewrites the bank directory (as save(path())); else in RAM.
+  Status compact();
+  // Full checksum pass of every content frame in the attached segment files. Shared lock inside.
+  Status verify() const;
+  // Decodes document `index`'s K̄ and V̄ pages of router slot `slot` into k and v ([n_chunks, width] f32 each).
+  // Errors: kCorrupt (a frame of a mapped segment fails its checksum), kInternal.
+  Status read_pages(int router_slot, int64_t index, float* k, float* v) const;
 
   const ModelConfig& config() const { return config_; }
   int64_t width() const { return width_; }
@@ -96,15 +194,22 @@ class MemoryBank {
   Status add_with_new_ids(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled,
                           std::vector<uint64_t>* ids);
 
+  // DocStore size: live and tombstoned documents (indices of routing results refer to it).
   int64_t n_documents() const { return static_cast<int64_t>(docs_.size()); }
+  int64_t n_live_documents() const { return static_cast<int64_t>(docs_.size()) - n_removed_; }
+  bool is_removed(int64_t index) const { return docs_[static_cast<size_t>(index)].removed; }
   const DocumentRecord& document(int64_t index) const { return docs_[static_cast<size_t>(index)]; }
-  // Index of the document with this id, or -1.
+  // Index of the live document with this id, or -1 (tombstoned documents are not found).
   int64_t find(uint64_t id) const;
   // The id the next document added without an explicit id receives (max id + 1, 0 for an empty bank).
   uint64_t next_id() const { return next_id_; }
 
+  // True when `id` belongs to a tombstoned document (ids stay reserved until compact()).
+  bool is_removed_id(uint64_t id) const { return removed_ids_.count(id) != 0; }
+
   // router_slot: index into ModelConfig::msa.router_layers.
   const RoutingIndex& routing(int router_slot) const { return routing_[static_cast<size_t>(router_slot)]; }
+  // RAM content pages (see ContentPages); read_pages() serves every document wherever it lives.
   const ContentPages& content(int router_slot) const { return content_[static_cast<size_t>(router_slot)]; }
   const std::vector<float>& template_k(int layer) const { return template_k_[static_cast<size_t>(layer)]; }
   const std::vector<float>& template_v(int layer) const { return template_v_[static_cast<size_t>(layer)]; }
@@ -117,16 +222,40 @@ class MemoryBank {
   void unlock_shared() const { mu_.unlock_shared(); }
 
  private:
+  // Where a document's content pages are: RAM (segment < 0, rows from ram_chunk) or a mapped segment.
+  struct DocSource {
+    int32_t segment = -1;
+    uint32_t seg_doc = 0;
+    int64_t ram_chunk = 0;
+  };
   Status add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled);
+  Status save_locked(const std::string& dir, bankfmt::WriteStats* stats);
+  Status commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones);
+  bankfmt::Manifest manifest_for(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones,
+                                 uint64_t generation) const;
+  Status raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* frame) const;
+  void compact_in_ram_locked();
+  void take_state(MemoryBank&& o);
 
   ModelConfig config_;
   int64_t width_ = 0;
+  PageDType dtype_ = PageDType::kF32;
   std::vector<DocumentRecord> docs_;
+  std::vector<DocSource> src_;
   std::unordered_map<uint64_t, int64_t> by_id_;
+  std::unordered_set<uint64_t> removed_ids_;
+  int64_t n_removed_ = 0;
   uint64_t next_id_ = 0;
   std::vector<RoutingIndex> routing_;
   std::vector<ContentPages> content_;
+  int64_t ram_chunks_ = 0;
   std::vector<std::vector<float>> template_k_, template_v_;
+  bankfmt::Fingerprint fp_;
+  // Attachment: directory, the committed manifest's generation and segments, the mapped segments.
+  std::string path_;
+  uint64_t generation_ = 0;
+  std::vector<bankfmt::SegmentRef> seg_refs_;
+  std::vector<std::shared_ptr<const bankfmt::SegmentFile>> segments_;
   mutable std::shared_mutex mu_;
 };
 

@@ -81,10 +81,23 @@ Status check_inputs(const char* fn, const RouterQuery& q, const RoutingIndex& in
   }
   const uint64_t width = static_cast<uint64_t>(q.n_kv_heads * q.head_dim);
   const uint64_t n_chunks = index.chunk_doc.size();
-  if (index.keys.size() / width != n_chunks || index.keys.size() % width != 0) {
-    return Error(StatusCode::kInvalidArgument, fn, ": the routing index holds ", index.keys.size(),
-                 " key floats for ", n_chunks, " chunks; the query needs n_kv_heads x head_dim = ", width,
-                 " per chunk");
+  if (index.dtype == PageDType::kF32) {
+    if (index.keys.size() / width != n_chunks || index.keys.size() % width != 0) {
+      return Error(StatusCode::kInvalidArgument, fn, ": the routing index holds ", index.keys.size(),
+                   " key floats for ", n_chunks, " chunks; the query needs n_kv_heads x head_dim = ", width,
+                   " per chunk");
+    }
+  } else if (index.dtype == PageDType::kBF16 || index.dtype == PageDType::kInt8) {
+    const uint64_t rb = page_row_bytes(index.dtype, static_cast<int64_t>(width));
+    const uint64_t ns = static_cast<uint64_t>(page_row_scales(index.dtype, q.n_kv_heads));
+    if (index.packed.size() != n_chunks * rb || index.scales.size() != n_chunks * ns) {
+      return Error(StatusCode::kInvalidArgument, fn, ": the ", page_dtype_name(index.dtype), " routing index holds ",
+                   index.packed.size(), " key bytes and ", index.scales.size(), " scales for ", n_chunks,
+                   " chunks of width ", width);
+    }
+  } else {
+    return Error(StatusCode::kInvalidArgument, fn, ": routing index dtype ", static_cast<uint32_t>(index.dtype),
+                 " unknown");
   }
   for (size_t c = 0; c < index.chunk_doc.size(); ++c) {
     const int32_t d = index.chunk_doc[c];
@@ -229,17 +242,18 @@ void make_plan(const RouterQuery& q, const RouterReductions& red, Plan* plan) {
 struct BlockScratch {
   std::vector<float> tile;
   std::vector<float> tok;
+  std::vector<float> keys;  // bf16 / int8 indexes: the block's rows dequantised to f32
 };
 
-// Scores chunks [c0, c0 + nc) into chunk_scores[c0 ...].
-void score_block(const Plan& p, const ScoreKernels& kern, const float* keys, int64_t c0, int64_t nc,
+// Scores chunks [c0, c0 + nc) into chunk_scores[c0 ...]; block_keys: those chunks' f32 key rows.
+void score_block(const Plan& p, const ScoreKernels& kern, const float* block_keys, int64_t c0, int64_t nc,
                  BlockScratch* s, float* chunk_scores) {
   float* tile = s->tile.data();
   float* tok = s->tok.data();
   const int64_t T = p.n_tok;
   for (int64_t g = 0; g < p.n_groups; ++g) {
     // Keys of this block, offset to the group's slice (kv head g for per-head; the whole row when collapsed).
-    const float* kg = keys + c0 * p.width + g * p.len;
+    const float* kg = block_keys + g * p.len;
     const float* ag = p.a.data() + g * p.group_stride;
     if (p.inner) {
       kern.inner(ag, p.len, p.n_rows, kg, p.width, p.len, nc, tile, p.ld_tile);
@@ -313,15 +327,25 @@ Status score_documents(const RouterQuery& query, const RoutingIndex& index, int6
     std::vector<float> chunk_scores(static_cast<size_t>(n_chunks));
     const int64_t n_blocks = (n_chunks + kBlockChunks - 1) / kBlockChunks;
     std::atomic<bool> oom{false};
+    const bool f32 = index.dtype == PageDType::kF32;
     const float* keys = index.keys.data();
     pool.parallel_for(n_blocks, 1, [&](int64_t b0, int64_t b1) {
       try {
         BlockScratch s;
         s.tile.resize(static_cast<size_t>(kBlockChunks * plan.ld_tile));
         if (plan.per_head) s.tok.resize(static_cast<size_t>(kBlockChunks * plan.n_tok));
+        if (!f32) s.keys.resize(static_cast<size_t>(kBlockChunks * plan.width));
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t c0 = b * kBlockChunks;
-          score_block(plan, kern, keys, c0, std::min(kBlockChunks, n_chunks - c0), &s, chunk_scores.data());
+          const int64_t nc = std::min(kBlockChunks, n_chunks - c0);
+          const float* bk = keys + c0 * plan.width;
+          if (!f32) {
+            // Dequantise just this block (exact for bf16; q * scale for int8): a pure function of the stored
+            // bytes, so scores stay bitwise independent of threads and identical after a save/open round trip.
+            index.decode(c0, nc, query.n_kv_heads, query.head_dim, s.keys.data());
+            bk = s.keys.data();
+          }
+          score_block(plan, kern, bk, c0, nc, &s, chunk_scores.data());
         }
       } catch (const std::bad_alloc&) {
         oom.store(true);  // parallel_for's function must not throw
@@ -344,8 +368,10 @@ Status score_documents_per_head(const RouterQuery& query, const RoutingIndex& in
   const int64_t t_first = red.query == QueryReduce::kLast ? T - 1 : 0;
   try {
     std::vector<float> chunk_scores(static_cast<size_t>(index.n_chunks()));
+    std::vector<float> row(static_cast<size_t>(width));
     for (int64_t c = 0; c < index.n_chunks(); ++c) {
-      const float* kc = index.keys.data() + c * width;
+      index.decode(c, 1, query.n_kv_heads, query.head_dim, row.data());
+      const float* kc = row.data();
       float qs = 0.0f;  // query reduction over the used tokens
       for (int64_t t = t_first; t < T; ++t) {
         float hs = 0.0f;  // head reduction over the n_heads query heads
@@ -395,12 +421,13 @@ Status select_top_k(const std::vector<float>& scores, const MemoryBank& bank, in
     return bank.document(a).id < bank.document(b).id;
   };
   const int64_t n = static_cast<int64_t>(scores.size());
-  const size_t kk = static_cast<size_t>(std::min(k, n));
+  const size_t kk = static_cast<size_t>(std::min(k, bank.n_live_documents()));
   try {
     // Bounded heap of the best kk so far; its top is the worst of them (O(n log k), no O(n) index array).
     std::vector<int64_t> heap;
     heap.reserve(kk);
     for (int64_t i = 0; i < n && kk > 0; ++i) {
+      if (bank.is_removed(i)) continue;  // tombstoned: never returned
       if (heap.size() < kk) {
         heap.push_back(i);
         std::push_heap(heap.begin(), heap.end(), before);

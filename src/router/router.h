@@ -11,7 +11,8 @@
 // Numerics (f32 throughout): head mean = (sum over heads) / n_heads; query mean = sum / n_tokens; query last =
 // the last routing token's row; chunk mean = sum over the document's chunks in chunk order / their count.
 // Max reductions propagate NaN (a NaN anywhere in a reduction makes its result NaN). A document without
-// chunks scores -infinity. score_documents may reassociate sums (head-mean GQA collapse; query mean under head
+// chunks scores -infinity. A bf16/int8 index is dequantised block by block (kBlockChunks chunks) into an f32
+// tile just before the product; the f32 kernels then run unchanged. score_documents may reassociate sums (head-mean GQA collapse; query mean under head
 // mean sums the token rows before the dot product, which is exact algebra and T times cheaper), so it agrees
 // with score_documents_per_head to rounding, not bitwise. For a given ISA its result is bitwise independent
 // of the number of threads.
@@ -69,7 +70,7 @@ Status score_documents(const RouterQuery& query, const RoutingIndex& index, int6
 Status score_documents_per_head(const RouterQuery& query, const RoutingIndex& index, int64_t n_documents,
                                 const RouterReductions& red, std::vector<float>* scores);
 
-// Top-k of `scores` by (score desc, id asc); k = min(k, n). ids come from the bank (call under its
+// Top-k of `scores` by (score desc, id asc) over the live (not tombstoned) documents; k = min(k, live). ids come from the bank (call under its
 // lock_shared() if others may add). NaN scores rank below every number (-inf included), among themselves by
 // id. Errors: kInvalidArgument (k <= 0, null out, scores.size() != bank.n_documents()).
 Status select_top_k(const std::vector<float>& scores, const MemoryBank& bank, int64_t k,

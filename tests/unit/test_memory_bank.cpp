@@ -336,3 +336,64 @@ TEST_CASE("MemoryBank::add_with_new_ids numbers documents under the lock", "[mem
   CHECK(fresh->routing(1).n_chunks() == 80);
   for (uint64_t id = 0; id < 40; ++id) CHECK(fresh->find(id) >= 0);
 }
+
+TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and RoutingIndex::decode give the codec's "
+          "values; remove + compact in RAM keep the other documents bit for bit",
+          "[memory][bank]") {
+  const ModelConfig c = small_config();
+  for (msa::PageDType t : {msa::PageDType::kBF16, msa::PageDType::kInt8}) {
+    INFO(msa::page_dtype_name(t));
+    std::vector<std::vector<float>> tk(3, std::vector<float>(3 * kWidth, 0.5f)), tv = tk;
+    std::unique_ptr<MemoryBank> bank;
+    REQUIRE(MemoryBank::create(c, tk, tv, &bank, t).ok());
+    Batch b;
+    b.add(10, 5, 1.0f);   // 2 chunks
+    b.add(11, 9, 2.0f);   // 3 chunks
+    b.add(12, 4, 3.0f);   // 1 chunk
+    const Batch orig = b;
+    REQUIRE(bank->add(b.docs, b.pooled).ok());
+    CHECK(bank->routing(0).keys.empty());
+    CHECK(bank->routing(0).packed.size() == 6 * msa::page_row_bytes(t, kWidth));
+    CHECK(bank->routing(0).scales.size() == static_cast<size_t>(6 * msa::page_row_scales(t, 2)));
+    const msa::MemoryStats st = bank->stats();
+    CHECK(st.dtype == t);
+    CHECK(st.routing_bytes == kRouterLayers * 6 *
+                                  static_cast<int64_t>(msa::page_row_bytes(t, kWidth) +
+                                                       msa::page_row_scales(t, 2) * 4 + 4));
+    auto expect_rows = [&](const std::vector<float>& x, int64_t n, std::vector<float>* out) {
+      std::vector<uint8_t> q(static_cast<size_t>(n) * msa::page_row_bytes(t, kWidth));
+      std::vector<float> s(static_cast<size_t>(n * msa::page_row_scales(t, 2)));
+      msa::encode_rows(t, x.data(), n, 2, 3, q.data(), s.data());
+      out->resize(x.size());
+      msa::decode_rows(t, q.data(), s.data(), n, 2, 3, out->data());
+    };
+    auto check_doc = [&](const MemoryBank& bk, int64_t index, size_t orig_i) {
+      const int64_t n = orig.pooled[orig_i].n_chunks;
+      for (int l = 0; l < kRouterLayers; ++l) {
+        std::vector<float> k(static_cast<size_t>(n * kWidth)), v(k.size()), rows(k.size()), want;
+        REQUIRE(bk.read_pages(l, index, k.data(), v.data()).ok());
+        expect_rows(orig.pooled[orig_i].k[static_cast<size_t>(l)], n, &want);
+        CHECK(k == want);
+        expect_rows(orig.pooled[orig_i].v[static_cast<size_t>(l)], n, &want);
+        CHECK(v == want);
+        bk.routing(l).decode(bk.document(index).chunk_begin, n, 2, 3, rows.data());
+        expect_rows(orig.pooled[orig_i].rk[static_cast<size_t>(l)], n, &want);
+        CHECK(rows == want);
+      }
+    };
+    for (int64_t i = 0; i < 3; ++i) check_doc(*bank, i, static_cast<size_t>(i));
+    REQUIRE(bank->remove({11}).ok());
+    CHECK(bank->n_live_documents() == 2);
+    CHECK(bank->find(11) < 0);
+    CHECK(bank->stats().n_documents == 2);
+    CHECK(bank->stats().n_removed == 1);
+    REQUIRE(bank->compact().ok());
+    CHECK(bank->n_documents() == 2);
+    CHECK(bank->routing(0).n_chunks() == 3);
+    CHECK(bank->routing(1).chunk_doc == std::vector<int32_t>({0, 0, 1}));
+    CHECK(bank->document(1).chunk_begin == 2);
+    check_doc(*bank, 0, 0);
+    check_doc(*bank, 1, 2);
+    CHECK(bank->next_id() == 13);
+  }
+}

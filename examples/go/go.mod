@@ -1,0 +1,3 @@
+module example.com/msaexample
+
+go 1.19

@@ -1,0 +1,471 @@
+// MemoryBank persistence (memory_bank.h, docs/FORMAT.md): open / save / remove / compact / verify, page reads.
+//
+// Commit protocol (every change of an attached bank): new segment files are written under "<name>.tmp", fsync'ed,
+// renamed to their final name and the directory fsync'ed; then MANIFEST.tmp is written, fsync'ed and renamed over
+// MANIFEST (bankfmt::write_manifest), and the directory fsync'ed again. The MANIFEST rename is the one atomic
+// commit point: a crash before it leaves the previous manifest (which never references the new files); after it,
+// the new state. Files no manifest references are deleted after the next commit (remove_unreferenced).
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <unordered_set>
+
+#include "memory/memory_bank.h"
+
+namespace msa {
+
+// ------------------------------------------------------------------------------------------ page containers
+
+void RoutingIndex::decode(int64_t c0, int64_t n, int64_t n_kv_heads, int64_t head_dim, float* dst) const {
+  const int64_t width = n_kv_heads * head_dim;
+  if (n <= 0) return;
+  if (dtype == PageDType::kF32) {
+    std::memcpy(dst, keys.data() + c0 * width, static_cast<size_t>(n * width) * sizeof(float));
+    return;
+  }
+  const size_t rb = page_row_bytes(dtype, width);
+  const float* sc = dtype == PageDType::kInt8 ? scales.data() + c0 * n_kv_heads : nullptr;
+  decode_rows(dtype, packed.data() + static_cast<size_t>(c0) * rb, sc, n, n_kv_heads, head_dim, dst);
+}
+
+int64_t RoutingIndex::bytes() const {
+  return static_cast<int64_t>(keys.size() * sizeof(float) + packed.size() + scales.size() * sizeof(float) +
+                              chunk_doc.size() * sizeof(int32_t));
+}
+
+int64_t ContentPages::bytes() const {
+  return static_cast<int64_t>((k.size() + v.size() + k_scales.size() + v_scales.size()) * sizeof(float) + qk.size() +
+                              qv.size());
+}
+
+// ------------------------------------------------------------------------------------------ reading files
+
+Status read_bank_files(const std::string& dir, bool verify_content, BankFiles* out) {
+  return bankfmt::read_bank_dir(dir, verify_content, out);
+}
+
+Status MemoryBank::open(const std::string& dir, const ModelConfig& config, const bankfmt::Fingerprint* expect,
+                        const BankOpenOptions& options, std::unique_ptr<MemoryBank>* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory open: out is null");
+  BankFiles bf;
+  MSA_RETURN_IF_ERROR(bankfmt::read_bank_dir(dir, options.verify_content, &bf, /*defer_routing=*/true));
+  const bankfmt::Fingerprint& fp = bf.manifest.fp;
+  if (expect != nullptr) MSA_RETURN_IF_ERROR(bankfmt::compare_fingerprint(fp, *expect, dir));
+  if (fp.num_hidden_layers != static_cast<uint64_t>(config.num_hidden_layers) ||
+      fp.num_key_value_heads != static_cast<uint64_t>(config.num_key_value_heads) ||
+      fp.head_dim != static_cast<uint64_t>(config.head_dim) ||
+      fp.n_router_layers != config.msa.router_layers.size() ||
+      fp.router_layers_xxh64 != router_layers_xxh64(config.msa.router_layers) ||
+      fp.pooling_kernel_size != static_cast<uint64_t>(config.msa.pooling_kernel_size)) {
+    return Error(StatusCode::kInvalidArgument, dir, ": the bank was built for another model shape (layers ",
+                 fp.num_hidden_layers, ", kv heads ", fp.num_key_value_heads, ", head_dim ", fp.head_dim,
+                 ", router layers ", fp.n_router_layers, ", pooling ", fp.pooling_kernel_size, ")");
+  }
+  const size_t n_layers = static_cast<size_t>(config.num_hidden_layers);
+  const int64_t width = config.num_key_value_heads * config.head_dim;
+  const size_t t = static_cast<size_t>(3 * width);
+  std::vector<std::vector<float>> tk(n_layers), tv(n_layers);
+  for (size_t l = 0; l < n_layers; ++l) {
+    const float* base = bf.manifest.template_kv.data() + l * 2 * t;
+    tk[l].assign(base, base + t);
+    tv[l].assign(base + t, base + 2 * t);
+  }
+  std::unique_ptr<MemoryBank> bank;
+  const PageDType dtype = static_cast<PageDType>(fp.page_dtype);
+  MSA_RETURN_IF_ERROR(create(config, std::move(tk), std::move(tv), &bank, dtype));
+  MemoryBank& b = *bank;
+  b.fp_ = fp;
+  uint64_t total_chunks = 0, total_docs = 0;
+  for (const auto& seg : bf.segments) {
+    total_chunks += seg->n_chunks();
+    total_docs += seg->docs().size();
+  }
+  if (total_docs > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+    return Error(StatusCode::kUnsupported, dir, ": more than 2^31 - 1 documents");
+  }
+  const int L = static_cast<int>(config.msa.router_layers.size());
+  const size_t rb = page_row_bytes(dtype, width);
+  const int64_t ns = page_row_scales(dtype, config.num_key_value_heads);
+  for (int l = 0; l < L; ++l) {
+    RoutingIndex& ri = b.routing_[static_cast<size_t>(l)];
+    ri.chunk_doc.resize(total_chunks);
+    if (dtype == PageDType::kF32) {
+      ri.keys.resize(total_chunks * static_cast<size_t>(width));
+    } else {
+      ri.packed.resize(total_chunks * rb);
+      ri.scales.resize(total_chunks * static_cast<size_t>(ns));
+    }
+  }
+  b.docs_.reserve(total_docs);
+  b.src_.reserve(total_docs);
+  const std::unordered_set<uint64_t> tomb(bf.manifest.tombstones.begin(), bf.manifest.tombstones.end());
+  uint64_t chunk = 0;
+  for (size_t si = 0; si < bf.segments.size(); ++si) {
+    const bankfmt::SegmentFile& seg = *bf.segments[si];
+    const uint64_t nc = seg.n_chunks();
+    for (int l = 0; l < L; ++l) {
+      RoutingIndex& ri = b.routing_[static_cast<size_t>(l)];
+      // The stored rows go straight into the contiguous index (pread, no decoding), checksummed there.
+      uint8_t* rows = dtype == PageDType::kF32
+                          ? reinterpret_cast<uint8_t*>(ri.keys.data() + chunk * static_cast<uint64_t>(width))
+                          : ri.packed.data() + chunk * rb;
+      float* scales = ns > 0 ? ri.scales.data() + chunk * static_cast<uint64_t>(ns) : nullptr;
+      MSA_RETURN_IF_ERROR(seg.read_routing(l, rows, scales));
+    }
+    for (size_t j = 0; j < seg.docs().size(); ++j) {
+      const bankfmt::SegmentDoc& sd = seg.docs()[j];
+      const int32_t index = static_cast<int32_t>(b.docs_.size());
+      DocumentRecord rec;
+      rec.id = sd.id;
+      rec.text = std::string(sd.text);
+      rec.n_tokens = static_cast<int64_t>(sd.n_tokens);
+      rec.chunk_begin = static_cast<int64_t>(chunk + sd.chunk_begin);
+      rec.n_chunks = static_cast<int64_t>(sd.n_chunks);
+      rec.removed = tomb.count(sd.id) != 0;
+      for (int l = 0; l < L; ++l) {
+        RoutingIndex& ri = b.routing_[static_cast<size_t>(l)];
+        std::fill_n(ri.chunk_doc.begin() + rec.chunk_begin, rec.n_chunks, index);
+      }
+      if (rec.removed) {
+        b.removed_ids_.insert(rec.id);
+        ++b.n_removed_;
+      } else {
+        b.by_id_.emplace(rec.id, index);
+      }
+      if (rec.id >= b.next_id_) b.next_id_ = rec.id + 1;
+      DocSource ds;
+      ds.segment = static_cast<int32_t>(si);
+      ds.seg_doc = static_cast<uint32_t>(j);
+      b.src_.push_back(ds);
+      b.docs_.push_back(std::move(rec));
+    }
+    chunk += nc;
+  }
+  b.path_ = dir;
+  b.generation_ = bf.manifest.generation;
+  b.seg_refs_ = bf.manifest.segments;
+  b.segments_ = std::move(bf.segments);
+  *out = std::move(bank);
+  return Status::Ok();
+}
+
+void MemoryBank::set_fingerprint(const bankfmt::Fingerprint& fp) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  fp_ = fp;
+  fp_.page_dtype = static_cast<uint64_t>(dtype_);
+  fp_.template_len = 3;
+}
+
+std::string MemoryBank::path() const { return path_; }
+
+Status MemoryBank::read_pages(int slot, int64_t index, float* k, float* v) const {
+  const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
+  const DocSource& ds = src_[static_cast<size_t>(index)];
+  const int64_t heads = config_.num_key_value_heads, hd = config_.head_dim;
+  const int64_t n = rec.n_chunks;
+  if (ds.segment < 0) {
+    const ContentPages& cp = content_[static_cast<size_t>(slot)];
+    const size_t off = static_cast<size_t>(ds.ram_chunk * width_), len = static_cast<size_t>(n * width_);
+    if (dtype_ == PageDType::kF32) {
+      if (off + len > cp.k.size() || off + len > cp.v.size()) {
+        return Error(StatusCode::kInternal, "memory bank: document ", rec.id, " has chunks past the content pages");
+      }
+      std::copy_n(cp.k.data() + off, len, k);
+      std::copy_n(cp.v.data() + off, len, v);
+      return Status::Ok();
+    }
+    const size_t rb = page_row_bytes(dtype_, width_);
+    const size_t so = static_cast<size_t>(ds.ram_chunk * page_row_scales(dtype_, heads));
+    if (static_cast<size_t>(ds.ram_chunk + n) * rb > cp.qk.size()) {
+      return Error(StatusCode::kInternal, "memory bank: document ", rec.id, " has chunks past the content pages");
+    }
+    const bool i8 = dtype_ == PageDType::kInt8;
+    decode_rows(dtype_, cp.qk.data() + static_cast<size_t>(ds.ram_chunk) * rb, i8 ? cp.k_scales.data() + so : nullptr,
+                n, heads, hd, k);
+    decode_rows(dtype_, cp.qv.data() + static_cast<size_t>(ds.ram_chunk) * rb, i8 ? cp.v_scales.data() + so : nullptr,
+                n, heads, hd, v);
+    return Status::Ok();
+  }
+  const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
+  std::vector<uint8_t> raw;
+  MSA_RETURN_IF_ERROR(seg.read_frame(slot, ds.seg_doc, &raw));
+  const size_t rb = page_row_bytes(dtype_, width_) * static_cast<size_t>(n);
+  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, heads) * n) * sizeof(float);
+  if (raw.size() != 2 * (rb + sb)) return Error(StatusCode::kInternal, seg.path(), ": frame size mismatch");
+  std::vector<float> sk(sb / sizeof(float)), sv(sb / sizeof(float));
+  if (sb > 0) {
+    std::memcpy(sk.data(), raw.data() + rb, sb);
+    std::memcpy(sv.data(), raw.data() + 2 * rb + sb, sb);
+  }
+  decode_rows(dtype_, raw.data(), sk.data(), n, heads, hd, k);
+  decode_rows(dtype_, raw.data() + rb + sb, sv.data(), n, heads, hd, v);
+  return Status::Ok();
+}
+
+// The stored frame of one (slot, document): RAM pages re-serialised (K rows, K scales, V rows, V scales), or the
+// mapped segment's compressed frame (verified) to copy as is.
+Status MemoryBank::raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* f) const {
+  const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
+  const DocSource& ds = src_[static_cast<size_t>(index)];
+  if (ds.segment >= 0) {
+    const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
+    MSA_RETURN_IF_ERROR(seg.check_frame(slot, ds.seg_doc));
+    const bankfmt::FrameRef& fr = seg.frame(slot, ds.seg_doc);
+    f->compressed = seg.bytes() + fr.offset;
+    f->compressed_len = fr.length;
+    f->codec = fr.codec;
+    return Status::Ok();
+  }
+  const ContentPages& cp = content_[static_cast<size_t>(slot)];
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const int64_t ns = page_row_scales(dtype_, config_.num_key_value_heads);
+  const size_t r0 = static_cast<size_t>(ds.ram_chunk), n = static_cast<size_t>(rec.n_chunks);
+  f->raw.clear();
+  auto put = [&](const void* p, size_t bytes) {
+    const uint8_t* b = static_cast<const uint8_t*>(p);
+    f->raw.insert(f->raw.end(), b, b + bytes);
+  };
+  if (dtype_ == PageDType::kF32) {
+    put(cp.k.data() + r0 * static_cast<size_t>(width_), n * rb);
+    put(cp.v.data() + r0 * static_cast<size_t>(width_), n * rb);
+  } else {
+    const size_t s0 = r0 * static_cast<size_t>(ns), sn = n * static_cast<size_t>(ns) * sizeof(float);
+    put(cp.qk.data() + r0 * rb, n * rb);
+    put(cp.k_scales.data() + s0, sn);
+    put(cp.qv.data() + r0 * rb, n * rb);
+    put(cp.v_scales.data() + s0, sn);
+  }
+  return Status::Ok();
+}
+
+bankfmt::Manifest MemoryBank::manifest_for(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones,
+                                           uint64_t generation) const {
+  bankfmt::Manifest m;
+  m.generation = generation;
+  m.fp = fp_;
+  m.fp.page_dtype = static_cast<uint64_t>(dtype_);
+  m.fp.template_len = 3;
+  for (size_t l = 0; l < template_k_.size(); ++l) {
+    m.template_kv.insert(m.template_kv.end(), template_k_[l].begin(), template_k_[l].end());
+    m.template_kv.insert(m.template_kv.end(), template_v_[l].begin(), template_v_[l].end());
+  }
+  m.segments = std::move(segments);
+  m.tombstones = std::move(tombstones);
+  return m;
+}
+
+Status MemoryBank::commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments,
+                                          std::vector<uint64_t> tombstones) {
+  const bankfmt::Manifest m = manifest_for(std::move(segments), std::move(tombstones), generation_ + 1);
+  MSA_RETURN_IF_ERROR(bankfmt::write_manifest(path_, m));
+  generation_ = m.generation;
+  seg_refs_ = m.segments;
+  bankfmt::remove_unreferenced(path_, m);
+  return Status::Ok();
+}
+
+Status MemoryBank::save(const std::string& dir, bankfmt::WriteStats* stats) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  return save_locked(dir, stats);
+}
+
+Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stats) {
+  MSA_RETURN_IF_ERROR(bankfmt::make_dirs(dir));
+  // The next generation: above this bank's and above whatever bank dir holds now.
+  uint64_t gen = generation_;
+  {
+    bankfmt::Manifest old;
+    if (bankfmt::read_manifest(dir, &old).ok()) gen = std::max(gen, old.generation);
+  }
+  ++gen;
+  const int L = n_router_layers();
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const int64_t ns = page_row_scales(dtype_, config_.num_key_value_heads);
+  std::vector<int64_t> live;
+  for (int64_t i = 0; i < n_documents(); ++i) {
+    if (!docs_[static_cast<size_t>(i)].removed) live.push_back(i);
+  }
+  bankfmt::SegmentSource src;
+  src.dtype = dtype_;
+  src.n_kv_heads = config_.num_key_value_heads;
+  src.head_dim = config_.head_dim;
+  src.pooling = config_.msa.pooling_kernel_size;
+  src.n_router_layers = L;
+  for (int64_t i : live) {
+    const DocumentRecord& d = docs_[static_cast<size_t>(i)];
+    bankfmt::SegmentDocIn in;
+    in.id = d.id;
+    in.n_tokens = static_cast<uint64_t>(d.n_tokens);
+    in.n_chunks = static_cast<uint64_t>(d.n_chunks);
+    in.text = d.text;
+    src.docs.push_back(in);
+  }
+  src.routing = [&](int l, std::vector<uint8_t>* rows, std::vector<float>* scales) {
+    const RoutingIndex& ri = routing_[static_cast<size_t>(l)];
+    for (int64_t i : live) {
+      const DocumentRecord& d = docs_[static_cast<size_t>(i)];
+      const size_t c0 = static_cast<size_t>(d.chunk_begin), n = static_cast<size_t>(d.n_chunks);
+      const uint8_t* base = dtype_ == PageDType::kF32 ? reinterpret_cast<const uint8_t*>(ri.keys.data()) : ri.packed.data();
+      rows->insert(rows->end(), base + c0 * rb, base + (c0 + n) * rb);
+      if (ns > 0) {
+        scales->insert(scales->end(), ri.scales.begin() + static_cast<std::ptrdiff_t>(c0 * static_cast<size_t>(ns)),
+                       ri.scales.begin() + static_cast<std::ptrdiff_t>((c0 + n) * static_cast<size_t>(ns)));
+      }
+    }
+    return Status::Ok();
+  };
+  src.content = [&](int l, size_t j, bankfmt::FrameIn* f) { return raw_frame_locked(l, live[j], f); };
+  const std::string name = bankfmt::segment_file_name(gen);
+  const std::string tmp = dir + "/" + name + ".tmp";
+  bankfmt::SegmentRef ref;
+  MSA_RETURN_IF_ERROR(bankfmt::write_segment(tmp, gen, src, &ref, stats));
+  MSA_RETURN_IF_ERROR(bankfmt::rename_file(tmp, dir + "/" + name));
+  MSA_RETURN_IF_ERROR(bankfmt::fsync_dir(dir));
+  ref.name = name;
+  const bankfmt::Manifest m = manifest_for({ref}, {}, gen);
+  MSA_RETURN_IF_ERROR(bankfmt::write_manifest(dir, m));
+  bankfmt::remove_unreferenced(dir, m);
+  // Serve the bank from what was just written: the same routing rows, the same frames.
+  std::unique_ptr<MemoryBank> fresh;
+  BankOpenOptions opts;
+  MSA_RETURN_IF_ERROR(open(dir, config_, nullptr, opts, &fresh));
+  take_state(std::move(*fresh));
+  return Status::Ok();
+}
+
+void MemoryBank::take_state(MemoryBank&& o) {
+  width_ = o.width_;
+  dtype_ = o.dtype_;
+  docs_ = std::move(o.docs_);
+  src_ = std::move(o.src_);
+  by_id_ = std::move(o.by_id_);
+  removed_ids_ = std::move(o.removed_ids_);
+  n_removed_ = o.n_removed_;
+  // next_id_ never goes down (ids of compacted-away documents are not handed out again).
+  next_id_ = std::max(next_id_, o.next_id_);
+  routing_ = std::move(o.routing_);
+  content_ = std::move(o.content_);
+  ram_chunks_ = o.ram_chunks_;
+  template_k_ = std::move(o.template_k_);
+  template_v_ = std::move(o.template_v_);
+  fp_ = o.fp_;
+  path_ = std::move(o.path_);
+  generation_ = o.generation_;
+  seg_refs_ = std::move(o.seg_refs_);
+  segments_ = std::move(o.segments_);
+}
+
+Status MemoryBank::remove(const std::vector<uint64_t>& ids) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unordered_set<uint64_t> batch;
+  for (uint64_t id : ids) {
+    if (by_id_.count(id) == 0) {
+      return Error(StatusCode::kInvalidArgument, "memory remove: id ", id,
+                   removed_ids_.count(id) ? " was already removed" : " is not in the bank");
+    }
+    if (!batch.insert(id).second) {
+      return Error(StatusCode::kInvalidArgument, "memory remove: id ", id, " appears twice");
+    }
+  }
+  if (ids.empty()) return Status::Ok();
+  if (!path_.empty()) {
+    std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
+    tomb.insert(tomb.end(), ids.begin(), ids.end());
+    std::sort(tomb.begin(), tomb.end());
+    MSA_RETURN_IF_ERROR(commit_manifest_locked(seg_refs_, std::move(tomb)));
+  }
+  for (uint64_t id : ids) {
+    const int64_t index = by_id_.at(id);
+    docs_[static_cast<size_t>(index)].removed = true;
+    by_id_.erase(id);
+    removed_ids_.insert(id);
+    ++n_removed_;
+  }
+  return Status::Ok();
+}
+
+Status MemoryBank::compact() {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  if (!path_.empty()) {
+    const std::string dir = path_;
+    return save_locked(dir, nullptr);
+  }
+  compact_in_ram_locked();
+  return Status::Ok();
+}
+
+// Without files every document's pages are in RAM: rebuild the arrays from the live documents' rows.
+void MemoryBank::compact_in_ram_locked() {
+  if (n_removed_ == 0) return;
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const size_t ns = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads));
+  const size_t w = static_cast<size_t>(width_);
+  std::vector<DocumentRecord> docs;
+  std::vector<DocSource> src;
+  std::vector<RoutingIndex> routing(routing_.size());
+  std::vector<ContentPages> content(content_.size());
+  int64_t chunk = 0;
+  for (size_t i = 0; i < docs_.size(); ++i) {
+    const DocumentRecord& d = docs_[i];
+    if (d.removed) continue;
+    const size_t c0 = static_cast<size_t>(d.chunk_begin), r0 = static_cast<size_t>(src_[i].ram_chunk);
+    const size_t n = static_cast<size_t>(d.n_chunks);
+    for (size_t l = 0; l < routing_.size(); ++l) {
+      const RoutingIndex& a = routing_[l];
+      RoutingIndex& b = routing[l];
+      const ContentPages& ca = content_[l];
+      ContentPages& cb = content[l];
+      b.dtype = a.dtype;
+      cb.dtype = ca.dtype;
+      b.chunk_doc.insert(b.chunk_doc.end(), n, static_cast<int32_t>(docs.size()));
+      if (dtype_ == PageDType::kF32) {
+        b.keys.insert(b.keys.end(), a.keys.begin() + static_cast<std::ptrdiff_t>(c0 * w),
+                      a.keys.begin() + static_cast<std::ptrdiff_t>((c0 + n) * w));
+        cb.k.insert(cb.k.end(), ca.k.begin() + static_cast<std::ptrdiff_t>(r0 * w),
+                    ca.k.begin() + static_cast<std::ptrdiff_t>((r0 + n) * w));
+        cb.v.insert(cb.v.end(), ca.v.begin() + static_cast<std::ptrdiff_t>(r0 * w),
+                    ca.v.begin() + static_cast<std::ptrdiff_t>((r0 + n) * w));
+      } else {
+        auto cp8 = [](const auto& from, size_t at, size_t len, auto* to) {
+          to->insert(to->end(), from.begin() + static_cast<std::ptrdiff_t>(at),
+                     from.begin() + static_cast<std::ptrdiff_t>(at + len));
+        };
+        auto cpf = [](const std::vector<float>& from, size_t at, size_t len, std::vector<float>* to) {
+          to->insert(to->end(), from.begin() + static_cast<std::ptrdiff_t>(at),
+                     from.begin() + static_cast<std::ptrdiff_t>(at + len));
+        };
+        cp8(a.packed, c0 * rb, n * rb, &b.packed);
+        cpf(a.scales, c0 * ns, n * ns, &b.scales);
+        cp8(ca.qk, r0 * rb, n * rb, &cb.qk);
+        cp8(ca.qv, r0 * rb, n * rb, &cb.qv);
+        cpf(ca.k_scales, r0 * ns, n * ns, &cb.k_scales);
+        cpf(ca.v_scales, r0 * ns, n * ns, &cb.v_scales);
+      }
+    }
+    DocumentRecord nd = d;
+    nd.chunk_begin = chunk;
+    chunk += d.n_chunks;
+    DocSource ds;
+    ds.ram_chunk = nd.chunk_begin;
+    docs.push_back(std::move(nd));
+    src.push_back(ds);
+  }
+  docs_ = std::move(docs);
+  src_ = std::move(src);
+  routing_ = std::move(routing);
+  content_ = std::move(content);
+  ram_chunks_ = chunk;
+  by_id_.clear();
+  for (size_t i = 0; i < docs_.size(); ++i) by_id_.emplace(docs_[i].id, static_cast<int64_t>(i));
+  removed_ids_.clear();
+  n_removed_ = 0;
+}
+
+Status MemoryBank::verify() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const auto& seg : segments_) MSA_RETURN_IF_ERROR(seg->verify_content());
+  return Status::Ok();
+}
+
+}  // namespace msa
