@@ -19,7 +19,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -281,6 +283,60 @@ void BM_Open(benchmark::State& state) {
   state.counters["content_MiB"] = static_cast<double>(file) / 1048576.0;
   state.SetLabel(std::string(kShapes[shape].name) + (verify ? " verify-all" : " lazy") + (cold ? " cold" : " warm"));
 }
+
+// Peer: the bandwidth floor of a lazy open — pread the same number of bytes as the bank's routing keys from
+// its segment files into one buffer (what any loader must move into the RAM index) and xxh64 them (what any
+// verifying loader must hash). BM_Open / BM_ReadFloor of the same bank and cache state is the open's overhead
+// over moving its bytes. Args: bank, cold.
+void BM_ReadFloor(benchmark::State& state) {
+  const int shape = static_cast<int>(state.range(0));
+  const bool cold = state.range(1) != 0;
+  const std::string& dir = ensure_bank(shape);
+  std::unique_ptr<msa::MemoryBank> bank;
+  msa::Status s = msa::MemoryBank::open(dir, config_of(kShapes[shape]), nullptr, msa::BankOpenOptions(), &bank);
+  if (!s.ok()) {
+    state.SkipWithError(s.to_string().c_str());
+    return;
+  }
+  const size_t want = static_cast<size_t>(bank->stats().routing_bytes);
+  bank.reset();
+  std::vector<std::string> files;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n.size() > 7 && n.compare(n.size() - 7, 7, ".msaseg") == 0) files.push_back(dir + "/" + n);
+    }
+    ::closedir(d);
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<unsigned char> buf(want);
+  uint64_t sink = 0;
+  for (auto _ : state) {
+    if (cold) drop_cache(dir);
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t got = 0;
+    for (const std::string& f : files) {
+      const int fd = ::open(f.c_str(), O_RDONLY);
+      if (fd < 0) continue;
+      off_t at = 0;
+      while (got < want) {
+        const ssize_t r = ::pread(fd, buf.data() + got, std::min<size_t>(want - got, size_t{1} << 22), at);
+        if (r <= 0) break;
+        got += static_cast<size_t>(r);
+        at += static_cast<off_t>(r);
+      }
+      ::close(fd);
+      if (got >= want) break;
+    }
+    sink ^= XXH64(buf.data(), got, 0);
+    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["MiB"] = static_cast<double>(want) / 1048576.0;
+  state.SetLabel(std::string(kShapes[shape].name) + " routing-key bytes, pread + xxh64" + (cold ? " cold" : " warm"));
+}
+BENCHMARK(BM_ReadFloor)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseManualTime()
+    ->Unit(benchmark::kMillisecond)->Iterations(3);
 
 // The lazy gather: read_pages (verify + decompress + decode to f32) of 16 documents of one router layer, as one
 // routed layer of a query does. Args: bank.

@@ -73,6 +73,18 @@ void log_trampoline(msa::LogLevel level, const char* message, void* user) {
 #define MSA_STR2(x) #x
 #define MSA_STR(x) MSA_STR2(x)
 
+namespace {
+// The int a C caller passed as an enum parameter. C allows any int there; in C++ a value outside the
+// enumerators' range is undefined behaviour to load as the enum type, so the bits are copied instead.
+template <typename E>
+int enum_value(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized on our ABIs");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+}  // namespace
+
 extern "C" {
 
 MSA_API const char* msa_version(void) {
@@ -89,7 +101,8 @@ MSA_API int msa_version_compatible(uint32_t header_version) {
   return header_version / 10000u == lib / 10000u && header_version / 100u <= lib / 100u;
 }
 
-MSA_API msa_status msa_params_init(msa_params_kind kind, void* params, size_t struct_size) {
+MSA_API msa_status msa_params_init(msa_params_kind kind_arg, void* params, size_t struct_size) {
+  const int kind = enum_value(kind_arg);
   return msa::capi::guarded("msa_params_init", [&]() -> msa_status {
     MSA_CHECK_ARG(params, "msa_params_init", "params is NULL");
     MSA_CHECK_ARG(struct_size >= sizeof(uint32_t) && struct_size <= UINT32_MAX, "msa_params_init",
@@ -117,18 +130,18 @@ MSA_API msa_status msa_params_init(msa_params_kind kind, void* params, size_t st
       }
     }
     return msa::capi::fail(MSA_ERR_INVALID_ARGUMENT,
-                           "msa_params_init: unknown kind " + std::to_string(static_cast<int>(kind)));
+                           "msa_params_init: unknown kind " + std::to_string(kind));
   });
 }
 
 MSA_API const char* msa_status_string(msa_status status) {
-  return msa::status_code_name(static_cast<msa::StatusCode>(static_cast<int>(status)));
+  return msa::status_code_name(static_cast<msa::StatusCode>(enum_value(status)));
 }
 
 MSA_API const char* msa_last_error(void) { return msa::capi::last_error_cstr(); }
 
 MSA_API void msa_log_set(msa_log_callback callback, void* user_data, msa_log_level min_level) {
-  int lvl = static_cast<int>(min_level);
+  int lvl = enum_value(min_level);
   if (lvl < 0) lvl = 0;
   if (lvl > 3) lvl = 3;
   msa::set_log_level(static_cast<msa::LogLevel>(lvl));
