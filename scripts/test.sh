@@ -39,7 +39,7 @@ if [[ "${MSA_WITH_FUZZ:-1}" == "1" ]] && ls tests/fuzz/fuzz_*.cpp >/dev/null 2>&
   cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
     -DCMAKE_CXX_COMPILER=clang++ -DMSA_CUDA=OFF -DMSA_BUILD_TESTS=OFF -DMSA_BUILD_BENCHMARKS=OFF \
     -DMSA_BUILD_FUZZERS=ON $CCACHE_FLAGS >/dev/null
-  cmake --build build/fuzz -j"$JOBS"
+  cmake --build build/fuzz -j"$JOBS" --target msa_fuzzers  # the fuzz targets only, not the whole library
   secs="${MSA_FUZZ_SECONDS:-20}"
   for f in build/fuzz/tests/fuzz/fuzz_*; do
     [[ -x "$f" ]] || continue
