@@ -160,6 +160,7 @@ MultiProgress make_progress(int64_t all, bool quiet) {
 
 int multi_progress(int64_t docs_done, int64_t, int64_t tok_done, int64_t, void* user) {
   auto* p = static_cast<MultiProgress*>(user);
+  p->call_tokens = tok_done;
   if (p->quiet || p->all <= 0) return 0;
   const int64_t done = p->base + docs_done;
   const double secs = now_s() - p->start_s;
@@ -228,7 +229,15 @@ int encode_into(const char* cmd, msa_memory* mem, const DocFile& docs, size_t ev
       return fail(cmd, st);
     }
     p.base += static_cast<int64_t>(batch.size());
+    p.tokens_base += p.call_tokens;
+    p.call_tokens = 0;
     at = end;
+  }
+  if (!quiet && !todo.empty()) {
+    const double secs = now_s() - p.start_s;
+    std::fprintf(stderr, "encoded %zu documents, %lld tokens in %.1f s (%.0f tokens/s)\n", todo.size(),
+                 static_cast<long long>(p.tokens_base), secs,
+                 secs > 0 ? static_cast<double>(p.tokens_base) / secs : 0.0);
   }
   return 0;
 }

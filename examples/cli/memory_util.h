@@ -35,7 +35,8 @@ struct MultiProgress {
   bool quiet = false;
   int64_t base = 0;
   int64_t all = 0;
-  int64_t tokens_base = 0;
+  int64_t tokens_base = 0;   // tokens of the batches (add calls) already finished
+  int64_t call_tokens = 0;   // tokens done so far in the current add call
   int last_percent = -1;
   double start_s = 0;
 };
