@@ -12,6 +12,7 @@
 #include "capi_memory.h"
 #include "capi_model.h"
 #include "engine/encoder.h"
+#include "engine/engine_common.h"
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 
@@ -108,27 +109,24 @@ MSA_API msa_status msa_memory_stats(const msa_memory* memory, msa_memory_usage* 
   return guarded("msa_memory_stats", [&]() -> msa_status {
     MSA_CHECK_ARG(memory, "msa_memory_stats", "memory is NULL");
     MSA_CHECK_ARG(usage, "msa_memory_stats", "usage is NULL");
-    MSA_CHECK_ARG(usage->struct_size >= offsetof(msa_memory_usage, text_bytes) + sizeof(int64_t),
-                  "msa_memory_stats", "usage->struct_size is smaller than sizeof(msa_memory_usage)");
-    memory->bank->lock_shared();
-    msa::MemoryStats st = memory->bank->stats();
-    memory->bank->unlock_shared();
+    msa::MemoryStats st;
+    {
+      msa::engine_detail::BankReadLock lock(memory->bank.get());
+      st = memory->bank->stats();
+    }
     msa_memory_usage u;
     std::memset(&u, 0, sizeof u);
-    u.struct_size = usage->struct_size < sizeof u ? usage->struct_size : static_cast<uint32_t>(sizeof u);
     u.n_documents = st.n_documents;
     u.n_chunks = st.n_chunks;
     u.n_tokens = st.n_tokens;
     u.routing_bytes = st.routing_bytes;
     u.content_bytes = st.content_bytes;
     u.text_bytes = st.text_bytes;
-    if (u.struct_size >= offsetof(msa_memory_usage, page_dtype) + sizeof(int32_t)) {
-      u.n_removed = st.n_removed;
-      u.content_file_bytes = st.content_file_bytes;
-      u.page_dtype = static_cast<int32_t>(st.dtype);
-    }
-    std::memcpy(usage, &u, u.struct_size);
-    return MSA_OK;
+    u.n_removed = st.n_removed;
+    u.content_file_bytes = st.content_file_bytes;
+    u.page_dtype = static_cast<int32_t>(st.dtype);
+    // Filled up to the caller's struct_size (an older struct gets the fields it has, a newer one a zeroed tail).
+    return msa::capi::fill_output(usage, u, "msa_memory_stats");
   });
 }
 
