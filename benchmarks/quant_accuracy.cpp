@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "engine/encoder.h"
+#include "engine/engine_common.h"
 #include "engine/session.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
@@ -70,16 +71,6 @@ Args parse(int argc, char** argv) {
   }
   if (a.queries < 1 || a.docs < 16 || a.model_docs < 16 || a.model_queries < 1) usage();
   return a;
-}
-
-void normalize_heads(float* x, int64_t rows, int64_t d) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* p = x + r * d;
-    double s = 0;
-    for (int64_t i = 0; i < d; ++i) s += static_cast<double>(p[i]) * p[i];
-    const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
-    for (int64_t i = 0; i < d; ++i) p[i] *= inv;
-  }
 }
 
 // Top-k indices by (score desc, index asc).
@@ -147,9 +138,9 @@ msa::RoutingIndex make_index(PageDType t, const std::vector<float>& keys, const 
 std::vector<float> roundtrip(PageDType t, const std::vector<float>& x, int64_t rows, int64_t hkv, int64_t d) {
   if (t == PageDType::kF32) return x;
   std::vector<uint8_t> packed(static_cast<size_t>(rows) * msa::page_row_bytes(t, hkv * d));
-  std::vector<float> scales(static_cast<size_t>(rows * msa::page_row_scales(t, hkv)) + 1);
+  std::vector<float> scales(static_cast<size_t>(rows * msa::page_row_scales(t, hkv)));
   std::vector<float> out(x.size());
-  msa::encode_rows(t, x.data(), rows, hkv, d, packed.data(), scales.data());
+  msa::encode_rows(t, x.data(), rows, hkv, d, packed.data(), scales.empty() ? nullptr : scales.data());
   msa::decode_rows(t, packed.data(), scales.data(), rows, hkv, d, out.data());
   return out;
 }
@@ -221,7 +212,7 @@ int synthetic(const Args& a) {
     }
   }
   const int64_t n_chunks = static_cast<int64_t>(chunk_doc.size());
-  normalize_heads(keys.data(), n_chunks * hkv, d);
+  msa::engine_detail::l2_normalize_heads(keys.data(), n_chunks * hkv, d);
   const msa::RoutingIndex f32 = make_index(PageDType::kF32, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex bf16 = make_index(PageDType::kBF16, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex i8 = make_index(PageDType::kInt8, keys, chunk_doc, hkv, d);
@@ -245,7 +236,7 @@ int synthetic(const Args& a) {
         }
       }
     }
-    normalize_heads(q.data(), T * H, d);
+    msa::engine_detail::l2_normalize_heads(q.data(), T * H, d);
     msa::RouterQuery rq;
     rq.q = q.data();
     rq.n_tokens = T;
