@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "capi_internal.h"
+#include "core/limits.h"
 
 namespace msa::capi {
 namespace {
@@ -159,11 +160,19 @@ MSA_ABI_FIELD(msa_timings, generated_tokens, 56, 8, int64_t);
 static_assert(MSA_BACKEND_CPU == 0 && MSA_BACKEND_CUDA == 1, "msa_backend values are stable");
 static_assert(MSA_LOG_DEBUG == 0 && MSA_LOG_INFO == 1 && MSA_LOG_WARN == 2 && MSA_LOG_ERROR == 3,
               "msa_log_level values are stable");
-static_assert(MSA_OK == 0 && MSA_ERR_NO_DEVICE == 20, "msa_status values are stable");
+static_assert(MSA_OK == 0 && MSA_ERR_NO_DEVICE == 20 && MSA_ERR_BUSY == 21, "msa_status values are stable");
 static_assert(MSA_PARAMS_MODEL == 0 && MSA_PARAMS_CHECKPOINT == 1 && MSA_PARAMS_MEMORY == 2 &&
                   MSA_PARAMS_GENERATE == 3,
               "msa_params_kind values are stable");
 static_assert(sizeof(msa_status) == sizeof(int), "enums are int-sized");
+
+// Limits: the public macros and the engine's constants (src/core/limits.h) are the same numbers.
+static_assert(MSA_MAX_THREADS == limits::kMaxThreads && MSA_MAX_LAYERS == limits::kMaxLayers &&
+                  MSA_MAX_VOCAB == limits::kMaxVocab && MSA_MAX_DOCUMENTS_PER_CALL == limits::kMaxDocumentsPerCall &&
+                  MSA_MAX_BANK_DOCUMENTS == limits::kMaxBankDocuments &&
+                  MSA_MAX_DOCUMENT_TOKENS == limits::kMaxDocumentTokens &&
+                  MSA_MAX_PROMPT_TOKENS == limits::kMaxPromptTokens && MSA_MAX_ROUNDS == limits::kMaxRounds,
+              "msa.h MSA_MAX_* and src/core/limits.h agree");
 
 // Callback signatures.
 static_assert(std::is_same<msa_log_callback, void (*)(msa_log_level, const char*, void*)>::value, "");

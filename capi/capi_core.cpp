@@ -28,6 +28,7 @@ static_assert(MSA_ERR_CONTEXT_OVERFLOW == static_cast<int>(msa::StatusCode::kCon
 static_assert(MSA_ERR_INVALID_UTF8 == static_cast<int>(msa::StatusCode::kInvalidUtf8), "");
 static_assert(MSA_ERR_INTERNAL == static_cast<int>(msa::StatusCode::kInternal), "");
 static_assert(MSA_ERR_NO_DEVICE == static_cast<int>(msa::StatusCode::kNoDevice), "");
+static_assert(MSA_ERR_BUSY == static_cast<int>(msa::StatusCode::kBusy), "");
 
 namespace msa::capi {
 

@@ -73,8 +73,22 @@ typedef enum msa_status {
   MSA_ERR_CONTEXT_OVERFLOW = 17, /* input longer than the model's positions or the context limit */
   MSA_ERR_INVALID_UTF8 = 18,     /* text is not valid UTF-8 where UTF-8 is required */
   MSA_ERR_INTERNAL = 19,         /* a bug in libmsa; please report it */
-  MSA_ERR_NO_DEVICE = 20         /* a GPU backend was requested but no device is present */
+  MSA_ERR_NO_DEVICE = 20,        /* a GPU backend was requested but no device is present */
+  MSA_ERR_BUSY = 21              /* another writer holds the memory bank directory (BANK/LOCK) */
 } msa_status;
+
+/* ---------------------------------------------------------------- limits
+ * Every count a file or a caller can set is bounded; a larger value is refused with a clear error before
+ * anything is allocated (MSA_ERR_CONFIG / MSA_ERR_TOKENIZER for files, MSA_ERR_INVALID_ARGUMENT for call
+ * arguments). The values are part of the API contract and only ever grow. */
+#define MSA_MAX_THREADS 1024                  /* msa_model_params.n_threads */
+#define MSA_MAX_LAYERS 1024                   /* config.json num_hidden_layers */
+#define MSA_MAX_VOCAB (1 << 24)               /* config.json vocab_size; tokenizer.json token ids */
+#define MSA_MAX_DOCUMENTS_PER_CALL (1 << 24)  /* documents (or ids) in one add/remove call */
+#define MSA_MAX_BANK_DOCUMENTS (1 << 30)      /* documents a memory bank holds (live + removed) */
+#define MSA_MAX_DOCUMENT_TOKENS (1 << 24)     /* tokens of one document */
+#define MSA_MAX_PROMPT_TOKENS (1 << 22)       /* tokens of one prompt / question */
+#define MSA_MAX_ROUNDS 1024                   /* msa_generate_params.max_rounds (Memory Interleave) */
 
 /* ---------------------------------------------------------------- library */
 

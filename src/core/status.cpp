@@ -25,6 +25,7 @@ const char* status_code_name(StatusCode code) {
     case StatusCode::kInvalidUtf8: return "MSA_ERR_INVALID_UTF8";
     case StatusCode::kInternal: return "MSA_ERR_INTERNAL";
     case StatusCode::kNoDevice: return "MSA_ERR_NO_DEVICE";
+    case StatusCode::kBusy: return "MSA_ERR_BUSY";
   }
   return "MSA_ERR_UNKNOWN";
 }

@@ -31,6 +31,7 @@ enum class StatusCode : int {
   kInvalidUtf8 = 18,      // text input that is not valid UTF-8 where UTF-8 is required
   kInternal = 19,         // a bug: an invariant of the library itself failed
   kNoDevice = 20,         // a GPU backend was requested but no device is present
+  kBusy = 21,             // another writer holds the memory bank directory (BANK/LOCK)
 };
 
 const char* status_code_name(StatusCode code);

@@ -1,0 +1,63 @@
+#include "resources.h"
+
+#include "cuda_status.h"
+
+namespace msa::cuda {
+
+namespace {
+constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // cuBLASLt split-K / stream-K scratch
+}
+
+Status CudaResources::create(int device, cudaStream_t stream, std::unique_ptr<CudaResources>* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "CudaResources::create: out is null");
+  out->reset();
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    return Error(StatusCode::kNoDevice, "CUDA: no device present",
+                 e != cudaSuccess ? std::string(" (") + cudaGetErrorName(e) + ")" : std::string());
+  }
+  if (device < 0 || device >= n) {
+    return Error(StatusCode::kNoDevice, "CUDA: device ", device, " requested, ", n, " present");
+  }
+  std::unique_ptr<CudaResources> r(new CudaResources());
+  r->device_ = device;
+  MSA_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  MSA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&r->props_, device));
+  if (stream != nullptr) {
+    r->stream_ = stream;
+  } else {
+    MSA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&r->stream_, cudaStreamNonBlocking));
+    r->owns_stream_ = true;
+  }
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&r->copy_stream_, cudaStreamNonBlocking));
+  MSA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&r->cublas_));
+  MSA_CUBLAS_RETURN_IF_ERROR(cublasSetStream(r->cublas_, r->stream_));
+  MSA_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&r->cublaslt_));
+  MSA_CUDA_RETURN_IF_ERROR(cudaMalloc(&r->workspace_, kLtWorkspaceBytes));
+  r->workspace_bytes_ = kLtWorkspaceBytes;
+  MSA_CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(r->cublas_, r->workspace_, r->workspace_bytes_));
+  *out = std::move(r);
+  return Status::Ok();
+}
+
+CudaResources::~CudaResources() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (workspace_) cudaFree(workspace_);
+  if (cublaslt_) cublasLtDestroy(cublaslt_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (copy_stream_) cudaStreamDestroy(copy_stream_);
+  if (owns_stream_ && stream_) cudaStreamDestroy(stream_);
+  cudaGetLastError();
+}
+
+Status CudaResources::make_current() const { return cuda_status(cudaSetDevice(device_), "cudaSetDevice"); }
+
+Status CudaResources::synchronize() const {
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return cuda_status(cudaGetLastError(), "kernel launch");
+}
+
+}  // namespace msa::cuda
