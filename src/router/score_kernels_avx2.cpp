@@ -15,16 +15,14 @@
 
 #include <cstdint>
 
+#include "core/cpu_features.h"
 #include "router/score_kernels.h"
 
 #define MSA_ROUTER_AVX2 __attribute__((target("avx2,fma")))
 
 namespace msa::router {
 
-bool avx2_score_kernels_supported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
+bool avx2_score_kernels_supported() { return cpu_has_avx2_fma(); }
 
 namespace {
 

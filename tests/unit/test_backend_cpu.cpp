@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 
@@ -94,6 +95,15 @@ TEST_CASE("CPU backend picks its ISA", "[backend]") {
   REQUIRE(std::string(b.scalar.name()) == "cpu-scalar");
   REQUIRE((b.avx2.isa() == CpuIsa::kAvx2) == CpuBackend::cpu_has_avx2());
   REQUIRE(default_backend() != nullptr);
+}
+
+TEST_CASE("one CPU feature detector agrees with the compiler's and serves backend and router", "[backend]") {
+  const CpuFeatures& f = cpu_features();
+  __builtin_cpu_init();
+  CHECK(f.avx2 == (__builtin_cpu_supports("avx2") != 0));
+  CHECK(f.fma == (__builtin_cpu_supports("fma") != 0));
+  CHECK(CpuBackend::cpu_has_avx2() == (f.avx2 && f.fma && f.f16c));
+  CHECK(&cpu_features() == &f);  // detected once
 }
 
 TEST_CASE("matmul matches a double reference for every dtype, T and odd sizes", "[backend][matmul]") {

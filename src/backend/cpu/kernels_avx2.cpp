@@ -17,23 +17,17 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cpuid.h>
 
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
+#include "core/cpu_features.h"
 
 #define MSA_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace msa::cpu {
 
-bool cpu_has_avx2() {
-  __builtin_cpu_init();
-  // clang 14 does not know "f16c" in __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29 directly.
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-}
+bool cpu_has_avx2() { return cpu_has_avx2_fma_f16c(); }
 
 namespace {
 
