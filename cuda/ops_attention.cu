@@ -46,7 +46,7 @@ __host__ __device__ inline SmemLayout smem_layout(int bq, int group, int d) {
   off = (off + 15) / 16 * 16;
   l.float_offset = off;
   const size_t rows = static_cast<size_t>(bq) * static_cast<size_t>(group);
-  const size_t floats = rows * d + static_cast<size_t>(kBK) * (d + 1) + static_cast<size_t>(kBK) * d + rows * kBK +
+  const size_t floats = rows * d + static_cast<size_t>(kBK) * (d + 4) + static_cast<size_t>(kBK) * d + rows * kBK +
                         3 * rows;
   l.bytes = off + floats * sizeof(float);
   return l;
@@ -64,8 +64,9 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   int* sKseg = sQseg + bq;
   const int r_alloc = bq * group;
   float* sQ = reinterpret_cast<float*>(smem_raw + lay.float_offset);  // [rows][d]
-  float* sK = sQ + r_alloc * d;                                       // [kBK][d + 1] (padded: no bank conflicts)
-  float* sV = sK + kBK * (d + 1);                                     // [kBK][d]
+  const int ks = d + 4;  // K row stride: 16-byte rows for d % 4 == 0, conflict-free float4 loads across lanes
+  float* sK = sQ + r_alloc * d;                                       // [kBK][ks]
+  float* sV = sK + kBK * ks;                                          // [kBK][d]
   float* sS = sV + kBK * d;                                           // [rows][kBK] probabilities of the tile
   float* sM = sS + r_alloc * kBK;                                     // running max per row
   float* sL = sM + r_alloc;                                           // running sum per row
@@ -126,6 +127,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
   const int n_el = rows * d;
   const int r0 = tid / d, c0 = tid % d;
   const int step_r = kAttnThreads / d, step_c = kAttnThreads % d;
+  const bool vec = d % 4 == 0;                 // float4 shared-memory reads of Q and K rows
+  const bool pv_fast = vec && step_c == 0;     // d in {4, 8, ..., 256}
 
   for (int64_t t0 = v_begin; t0 < v_end; t0 += kBK) {
     const int nt = static_cast<int>(min(static_cast<int64_t>(kBK), v_end - t0));
@@ -139,7 +142,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
         kval = p.k[src];
         vval = p.v[src];
       }
-      sK[kk * (d + 1) + c] = kval;
+      sK[kk * ks + c] = kval;
       sV[kk * d + c] = vval;
     }
     if (tid < kBK) {
@@ -150,49 +153,99 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
     }
     __syncthreads();
 
-    // Scores and the online softmax update: one warp per row, one lane per key of the tile.
+    // Scores and the online softmax update: one lane per key of the tile; a warp takes 4 rows at a time
+    // (r, r + 8, r + 16, r + 24) so each K value read from shared memory serves 4 rows.
     {
       const int kk = lane;
       const int64_t vi = t0 + kk;
       const bool in_tile = kk < nt;
       const bool is_prefix = vi < p.n_prefix;
       const int64_t ro = lo + (vi - p.n_prefix);  // own row index (when not in the prefix)
-      for (int r = warp; r < rows; r += kWarps) {
-        const int ql = r / group;
-        const bool vis = in_tile && (is_prefix || (ro >= sB[ql] && ro < sE[ql] &&
-                                                   (!use_seg || sKseg[kk] == sQseg[ql])));
-        float s = -INFINITY;
-        if (vis) {
-          const float* qr = sQ + r * d;
-          const float* kr = sK + kk * (d + 1);
-          float dot = 0.0f;
-          for (int c = 0; c < d; ++c) dot = fmaf(qr[c], kr[c], dot);
-          s = dot * p.scale;
+      const int kseg = sKseg[kk];
+      for (int rb = warp; rb < rows; rb += 4 * kWarps) {
+        int rr[4];
+        bool vis[4];
+        float dot[4];
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const int r = rb + m * kWarps;
+          const bool valid = r < rows;
+          rr[m] = valid ? r : 0;  // invalid rows compute on row 0 and are discarded
+          const int ql = rr[m] / group;
+          vis[m] = valid && in_tile &&
+                   (is_prefix || (ro >= sB[ql] && ro < sE[ql] && (!use_seg || kseg == sQseg[ql])));
+          dot[m] = 0.0f;
         }
-        float mt = s;
-        for (int o = 16; o > 0; o >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
-        const float m_old = sM[r];
-        const float m_new = fmaxf(m_old, mt);
-        float pr = 0.0f, corr = 1.0f;
-        if (m_new != -INFINITY) {
-          pr = vis ? expf(s - m_new) : 0.0f;
-          corr = expf(m_old - m_new);  // 0 when m_old is -inf
+        const float* kr = sK + kk * ks;
+        if (vec) {
+          const float4* k4 = reinterpret_cast<const float4*>(kr);
+          const float4* q0 = reinterpret_cast<const float4*>(sQ + rr[0] * d);
+          const float4* q1 = reinterpret_cast<const float4*>(sQ + rr[1] * d);
+          const float4* q2 = reinterpret_cast<const float4*>(sQ + rr[2] * d);
+          const float4* q3 = reinterpret_cast<const float4*>(sQ + rr[3] * d);
+          for (int c4 = 0; c4 < d / 4; ++c4) {
+            const float4 kv = k4[c4];
+            const float4 a0 = q0[c4], a1 = q1[c4], a2 = q2[c4], a3 = q3[c4];
+            dot[0] = fmaf(a0.w, kv.w, fmaf(a0.z, kv.z, fmaf(a0.y, kv.y, fmaf(a0.x, kv.x, dot[0]))));
+            dot[1] = fmaf(a1.w, kv.w, fmaf(a1.z, kv.z, fmaf(a1.y, kv.y, fmaf(a1.x, kv.x, dot[1]))));
+            dot[2] = fmaf(a2.w, kv.w, fmaf(a2.z, kv.z, fmaf(a2.y, kv.y, fmaf(a2.x, kv.x, dot[2]))));
+            dot[3] = fmaf(a3.w, kv.w, fmaf(a3.z, kv.z, fmaf(a3.y, kv.y, fmaf(a3.x, kv.x, dot[3]))));
+          }
+        } else {
+          for (int c = 0; c < d; ++c) {
+            const float kv = kr[c];
+#pragma unroll
+            for (int m = 0; m < 4; ++m) dot[m] = fmaf(sQ[rr[m] * d + c], kv, dot[m]);
+          }
         }
-        sS[r * kBK + kk] = pr;
-        float ps = pr;
-        for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
-        __syncwarp();
-        if (lane == 0) {
-          sM[r] = m_new;
-          sL[r] = sL[r] * corr + ps;
-          sC[r] = corr;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const int r = rb + m * kWarps;
+          if (r >= rows) break;  // warp-uniform
+          const float s = vis[m] ? dot[m] * p.scale : -INFINITY;
+          float mt = s;
+          for (int o = 16; o > 0; o >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+          const float m_old = sM[r];
+          const float m_new = fmaxf(m_old, mt);
+          float pr = 0.0f, corr = 1.0f;
+          if (m_new != -INFINITY) {
+            pr = vis[m] ? expf(s - m_new) : 0.0f;
+            corr = expf(m_old - m_new);  // 0 when m_old is -inf
+          }
+          sS[r * kBK + kk] = pr;
+          float ps = pr;
+          for (int o = 16; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+          __syncwarp();
+          if (lane == 0) {
+            sM[r] = m_new;
+            sL[r] = sL[r] * corr + ps;
+            sC[r] = corr;
+          }
         }
       }
     }
     __syncthreads();
 
-    // acc(row, dim) = acc * corr(row) + sum_k p(row, k) * V(k, dim).
-    {
+    // acc(row, dim) = acc * corr(row) + sum_k p(row, k) * V(k, dim), keys in order.
+    if (pv_fast) {
+      // 256 % d == 0: this thread's dimension is the same for all its accumulators, so one V value serves
+      // all of them; probabilities are read 4 keys at a time (entries past nt are 0, V rows past nt are 0).
+#pragma unroll
+      for (int j = 0; j < kMaxAcc; ++j) {
+        if (tid + j * kAttnThreads < n_el) acc[j] *= sC[r0 + j * step_r];
+      }
+      for (int kk = 0; kk < nt; kk += 4) {
+        const float v0 = sV[kk * d + c0], v1 = sV[(kk + 1) * d + c0];
+        const float v2 = sV[(kk + 2) * d + c0], v3 = sV[(kk + 3) * d + c0];
+#pragma unroll
+        for (int j = 0; j < kMaxAcc; ++j) {
+          if (tid + j * kAttnThreads < n_el) {
+            const float4 p4 = *reinterpret_cast<const float4*>(sS + (r0 + j * step_r) * kBK + kk);
+            acc[j] = fmaf(p4.w, v3, fmaf(p4.z, v2, fmaf(p4.y, v1, fmaf(p4.x, v0, acc[j]))));
+          }
+        }
+      }
+    } else {
       int r = r0, c = c0;
 #pragma unroll
       for (int j = 0; j < kMaxAcc; ++j) {
