@@ -346,8 +346,10 @@ void test_rope(mc::CudaResources& res, msa::CpuBackend& cpu) {
     if (!expect_ok(mc::rope(res, dx.get(), c.n_tokens, c.n_heads, c.head_dim, dcos.get(), dsin.get()), "rope") ||
         !expect_ok(res.synchronize(), "rope sync"))
       continue;
+    // Same two products and one sum per value, no FMA contraction on either side: expected bit-identical (the
+    // "exact" column); the tolerance is one f32 ulp of |x| <= 4.3.
     check("rope", fmt("T=%" PRId64 " heads=%" PRId64 " d=%" PRId64, c.n_tokens, c.n_heads, c.head_dim),
-          dx.download(), x, 0.0, 0.0);
+          dx.download(), x, 5e-7, 0.0);
   }
   DevBuf<float> dummy(8);
   expect_code(mc::rope_table(res, nullptr, 4, 7, 1e6, dummy.get(), dummy.get()), StatusCode::kShape,
@@ -384,7 +386,10 @@ void test_swiglu_add_softmax(mc::CudaResources& res, msa::CpuBackend& cpu) {
     if (!expect_ok(mc::softmax(res, dx.get(), c.rows, c.cols), "softmax") ||
         !expect_ok(res.synchronize(), "softmax sync"))
       continue;
-    check("softmax", fmt("rows=%" PRId64 " cols=%" PRId64, c.rows, c.cols), dx.download(), x, 1e-9, 1e-5);
+    // The CPU sums the row sequentially in f32 (relative error growing like sqrt(cols) * 2^-24 and beyond: 6e-5
+    // seen at 100000 columns), the GPU in a tree: the tolerance grows with the row length.
+    const double rtol = 1e-5 + 2e-6 * std::sqrt(static_cast<double>(c.cols));
+    check("softmax", fmt("rows=%" PRId64 " cols=%" PRId64, c.rows, c.cols), dx.download(), x, 1e-9, rtol);
   }
 }
 
@@ -476,15 +481,24 @@ void test_gemm(mc::CudaResources& res, msa::CpuBackend& cpu) {
     const int64_t t = 12, out = 200, in = 640;
     std::vector<float> x = rand_vec(static_cast<size_t>(t * in));
     HostWeight w = make_weight(DType::kF16, {out, in}, -0.1f, 0.1f);
-    std::vector<float> ref(static_cast<size_t>(t * out));
-    if (expect_ok(cpu.matmul(x.data(), t, w.view(), ref.data()), "cpu matmul f16")) {
+    std::vector<float> ref(static_cast<size_t>(t * out)), bound(ref.size());
+    std::vector<float> ax(x.size()), aw(static_cast<size_t>(out * in));
+    for (size_t i = 0; i < x.size(); ++i) ax[i] = std::fabs(x[i]);
+    const uint16_t* wh = reinterpret_cast<const uint16_t*>(w.bytes.data());
+    for (size_t i = 0; i < aw.size(); ++i) aw[i] = std::fabs(msa::f16_to_f32(wh[i]));
+    TensorView awv;
+    awv.dtype = DType::kF32;
+    awv.data = aw.data();
+    awv.shape = {out, in};
+    if (expect_ok(cpu.matmul(x.data(), t, w.view(), ref.data()), "cpu matmul f16") &&
+        expect_ok(cpu.matmul(ax.data(), t, awv, bound.data()), "cpu matmul |x||w| f16")) {
       DevBuf<float> dx(x), dy(ref.size()), dwf(static_cast<size_t>(out * in));
       DevBuf<uint8_t> dw(w.bytes);
       if (expect_ok(mc::convert_to_f32(res, dw.get(), DType::kF16, out * in, dwf.get()), "convert f16 W") &&
           expect_ok(mc::matmul_f32(res, dx.get(), t, dwf.get(), out, in, dy.get()), "matmul_f32 f16") &&
           expect_ok(res.synchronize(), "matmul_f32 f16 sync")) {
-        check("matmul_f32", fmt("f16 W T=%" PRId64 " out=%" PRId64 " in=%" PRId64, t, out, in), dy.download(), ref,
-              1e-5, 1e-4);
+        check_gemm("matmul_f32", fmt("f16 W T=%" PRId64 " out=%" PRId64 " in=%" PRId64, t, out, in), dy.download(),
+                   ref, bound, 5e-5);
       }
     }
   }
@@ -672,7 +686,7 @@ class Timer {
 
 void print_time(const char* op, const std::string& shape, double ms, double bytes, double flops) {
   if (ms < 0) {
-    std::printf("| %-22s | %-36s | %10s | %-24s |\n", op, shape.c_str(), "error", "");
+    std::printf("| %-28s | %-36s | %10s | %-24s |\n", op, shape.c_str(), "error", "");
     return;
   }
   char rate[64];
@@ -681,7 +695,7 @@ void print_time(const char* op, const std::string& shape, double ms, double byte
   } else {
     std::snprintf(rate, sizeof rate, "%.0f GB/s", bytes / (ms * 1e-3) / 1e9);
   }
-  std::printf("| %-22s | %-36s | %7.3f ms | %-24s |\n", op, shape.c_str(), ms, rate);
+  std::printf("| %-28s | %-36s | %7.3f ms | %-24s |\n", op, shape.c_str(), ms, rate);
 }
 
 // Fills a device array of n bf16 values with random values in [-scale, scale] (tiling a random block).
@@ -708,8 +722,8 @@ constexpr int64_t kHidden = 2560, kHq = 32, kHkv = 8, kD = 128, kInter = 9728, k
 
 void time_ops(mc::CudaResources& res) {
   std::printf("\nPer-op timings, MSA-4B shapes (median of 20, cudaEvent; bf16 weights, f32 activations)\n");
-  std::printf("| %-22s | %-36s | %10s | %-24s |\n", "op", "shape", "time", "rate");
-  std::printf("|%s|%s|%s|%s|\n", std::string(24, '-').c_str(), std::string(38, '-').c_str(),
+  std::printf("| %-28s | %-36s | %10s | %-24s |\n", "op", "shape", "time", "rate");
+  std::printf("|%s|%s|%s|%s|\n", std::string(30, '-').c_str(), std::string(38, '-').c_str(),
               std::string(12, '-').c_str(), std::string(26, '-').c_str());
   Timer timer;
   const int64_t tmax = 512;
