@@ -13,7 +13,8 @@ namespace {
 constexpr int kAttnThreads = 256;  // 8 warps
 constexpr int kWarps = kAttnThreads / 32;
 constexpr int kBK = 32;       // keys per shared-memory tile (one per lane in the score phase)
-constexpr int kMaxAcc = 32;   // output accumulators per thread: a block holds at most 8192 (row, dim) values
+constexpr int kMaxAcc = 16;   // output accumulators per thread: a block holds at most 4096 (row, dim) values
+constexpr int kMinBlocksPerSm = 2;  // <= 128 registers per thread: two blocks per SM overlap loads and math
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxSplits = 64;
 
@@ -53,7 +54,7 @@ __host__ __device__ inline SmemLayout smem_layout(int bq, int group, int d) {
 }
 
 // grid.x = (query tile, kv head), grid.y = key split. Rows r = (query in tile) * group + (head in group).
-__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kAttnThreads, kMinBlocksPerSm) attention_kernel(AttnParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ int64_t s_lo, s_hi;
   const int bq = p.bq, d = p.d, group = p.group;
@@ -353,9 +354,9 @@ Status attention(CudaResources& res, const AttentionArgs& a) {
   }
   const int d = static_cast<int>(a.head_dim);
   const int group = static_cast<int>(group64);
-  // Rows (query, head) per block: up to 64 for head_dim <= 128 (<= 8192 accumulators), fewer beyond so the
+  // Rows (query, head) per block: rows * head_dim <= 4096 accumulators (32 rows at head_dim 128, at most 64),
   // tiles fit the 99 KiB of shared memory of sm_89.
-  const int r_max = d <= 128 ? std::min(64, 8192 / d) : std::max(1, 4096 / d);
+  const int r_max = std::max(1, std::min(64, kMaxAcc * kAttnThreads / d));
   int64_t bq = std::max(1, r_max / group);
   bq = std::min(bq, a.n_q);
   const int64_t n_tiles = (a.n_q + bq - 1) / bq;

@@ -23,7 +23,7 @@ namespace msa::cuda {
 // blocks (decode), the keys are also split over blocks and the partial softmax states are merged by a
 // second kernel; that scratch lives in res.workspace() (stream-ordered with cuBLAS, which is why this is
 // safe) and the split count is lowered until it fits.
-// Limits: head_dim in [1, 256], n_heads / n_kv_heads * head_dim <= 8192. Errors: kShape (the checks of
+// Limits: head_dim in [1, 256], n_heads / n_kv_heads * head_dim <= 4096. Errors: kShape (the checks of
 // CpuBackend::attention), kInvalidArgument (a null q/k/v/out), kUnsupported (beyond the limits).
 Status attention(CudaResources& res, const AttentionArgs& args);
 
