@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "cuda_status.h"
+#include "routing_compat.cuh"
 
 namespace msa::cuda {
 
@@ -132,14 +133,8 @@ Status DeviceRoutingIndex::reserve_rows(int64_t n_total) {
 // Stable counting sort of the chunks by document: doc_chunks is chunk-ascending within every document.
 Status DeviceRoutingIndex::rebuild_csr(int64_t n_documents) {
   try {
-    std::vector<int32_t> offsets(static_cast<size_t>(n_documents) + 1, 0);
-    for (int32_t d : chunk_doc_) ++offsets[static_cast<size_t>(d) + 1];
-    for (size_t d = 0; d < static_cast<size_t>(n_documents); ++d) offsets[d + 1] += offsets[d];
-    std::vector<int32_t> chunks(chunk_doc_.size());
-    std::vector<int32_t> fill(offsets.begin(), offsets.end() - 1);
-    for (size_t c = 0; c < chunk_doc_.size(); ++c) {
-      chunks[static_cast<size_t>(fill[static_cast<size_t>(chunk_doc_[c])]++)] = static_cast<int32_t>(c);
-    }
+    std::vector<int32_t> offsets, chunks;
+    kern::build_doc_csr(chunk_doc_, n_documents, &offsets, &chunks);
     MSA_RETURN_IF_ERROR(offsets_.reserve(offsets.size() * sizeof(int32_t)));
     MSA_RETURN_IF_ERROR(doc_chunks_.reserve(std::max<size_t>(chunks.size(), 1) * sizeof(int32_t)));
     cudaStream_t s = res_->stream();

@@ -8,39 +8,13 @@
 #include <numeric>
 
 #include "cuda_status.h"
+#include "topk.cuh"
 
 namespace msa::cuda {
 
 namespace {
 
-// Unsigned key that sorts ascending in the order "score descending": +inf first, -inf last among numbers,
-// then NaN, then removed documents.
-__device__ __forceinline__ uint32_t desc_key(float s, bool removed) {
-  if (removed) return 0xffffffffu;
-  if (s != s) return 0xfffffffeu;
-  if (s == 0.0f) s = 0.0f;  // -0 ranks as +0
-  uint32_t u = __float_as_uint(s);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // ascending in the float order
-  return ~u;
-}
-
-__global__ void make_keys_kernel(const float* scores, const uint32_t* ranks, const uint8_t* removed, int n,
-                                 int low_bits, unsigned long long* keys, int* vals) {
-  const int d = blockIdx.x * blockDim.x + threadIdx.x;
-  if (d >= n) return;
-  const unsigned long long hi = desc_key(scores[d], removed[d] != 0);
-  keys[d] = (hi << low_bits) | ranks[d];
-  vals[d] = d;
-}
-
-// picked[i] = index, picked[k + i] = score bits of the i-th document.
-__global__ void pick_kernel(const int* vals, const float* scores, int k, int* picked) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= k) return;
-  const int d = vals[i];
-  picked[i] = d;
-  picked[k + i] = __float_as_int(scores[d]);
-}
+using namespace kern;  // NOLINT: the kernels of topk.cuh
 
 }  // namespace
 
@@ -62,13 +36,7 @@ Status DeviceDocSet::set(const uint64_t* ids, const uint8_t* removed, int64_t n)
   MSA_RETURN_IF_ERROR(res_->make_current());
   try {
     std::vector<uint64_t> new_ids(ids, ids + n);
-    std::vector<int32_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-      return new_ids[static_cast<size_t>(a)] < new_ids[static_cast<size_t>(b)];
-    });
-    std::vector<uint32_t> ranks(static_cast<size_t>(n));
-    for (size_t i = 0; i < order.size(); ++i) ranks[static_cast<size_t>(order[i])] = static_cast<uint32_t>(i);
+    const std::vector<uint32_t> ranks = kern::doc_id_ranks(ids, n);
     std::vector<uint8_t> rem(static_cast<size_t>(n), 0);
     int64_t live = n;
     if (removed != nullptr) {
@@ -137,8 +105,7 @@ Status TopKSelector::select(const float* d_scores, int64_t n, const DeviceDocSet
   MSA_RETURN_IF_ERROR(res_->make_current());
   cudaStream_t s = res_->stream();
   const int ni = static_cast<int>(n);
-  int low_bits = 1;
-  while (low_bits < 31 && (int64_t{1} << low_bits) < n) ++low_bits;
+  const int low_bits = topk_low_bits(n);
   const int end_bit = 32 + low_bits;
 
   MSA_RETURN_IF_ERROR(keys_in_.reserve(static_cast<size_t>(n) * 8));
