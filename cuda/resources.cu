@@ -79,8 +79,15 @@ Status DeviceBuffer::reserve(size_t bytes) {
   return Status::Ok();
 }
 
+Status DeviceBuffer::reserve_after(size_t bytes, cudaStream_t s) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  return reserve(bytes);
+}
+
 Status DeviceBuffer::grow_preserve(size_t bytes, size_t keep, cudaStream_t s) {
   if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));  // queued work may still use the old block
   void* np = nullptr;
   MSA_CUDA_RETURN_IF_ERROR(cudaMalloc(&np, bytes));
   if (keep > 0 && p_ != nullptr) {

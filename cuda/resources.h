@@ -66,6 +66,9 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   // At least `bytes` bytes (contents undefined after a reallocation).
   Status reserve(size_t bytes);
+  // As reserve(), but when it must reallocate it first waits for `s` (whose queued work may still use the old
+  // block).
+  Status reserve_after(size_t bytes, cudaStream_t s);
   // At least `bytes` bytes, the first `keep` bytes preserved.
   Status grow_preserve(size_t bytes, size_t keep, cudaStream_t s);
   void* data() const { return p_; }

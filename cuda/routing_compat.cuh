@@ -62,7 +62,41 @@ inline float div_rn(float a, float b) { return a / b; }
 
 #endif
 
+#if defined(MSA_KERNEL_EMULATION)
+#include <cstdio>
+#include <cstdlib>
+#endif
+
 namespace msa::cuda::kern {
+// Vector load / store of a T at p. The device requires p to be aligned to alignof(T) (a misaligned vector
+// access is a fatal "misaligned address" error there): the emulation checks it and aborts with a message.
+template <typename T>
+MSA_DEV T ld(const void* p) {
+#if defined(MSA_KERNEL_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
+    std::printf("FAIL: emulation: misaligned %zu-byte load at %p\n", sizeof(T), p);
+    std::exit(1);
+  }
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+#else
+  return *reinterpret_cast<const T*>(p);
+#endif
+}
+template <typename T>
+MSA_DEV void st(void* p, const T& v) {
+#if defined(MSA_KERNEL_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
+    std::printf("FAIL: emulation: misaligned %zu-byte store at %p\n", sizeof(T), p);
+    std::exit(1);
+  }
+  std::memcpy(p, &v, sizeof(T));
+#else
+  *reinterpret_cast<T*>(p) = v;
+#endif
+}
+
 // max that propagates NaN from either side (the CPU router's max_nan).
 MSA_DEV float max_nan(float a, float b) { return (b > a || b != b) ? b : a; }
 }  // namespace msa::cuda::kern

@@ -135,9 +135,11 @@ Status DeviceRoutingIndex::rebuild_csr(int64_t n_documents) {
   try {
     std::vector<int32_t> offsets, chunks;
     kern::build_doc_csr(chunk_doc_, n_documents, &offsets, &chunks);
+    cudaStream_t s = res_->stream();
+    // Scans queued on the stream may still read the old map: wait for them before it is overwritten.
+    MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
     MSA_RETURN_IF_ERROR(offsets_.reserve(offsets.size() * sizeof(int32_t)));
     MSA_RETURN_IF_ERROR(doc_chunks_.reserve(std::max<size_t>(chunks.size(), 1) * sizeof(int32_t)));
-    cudaStream_t s = res_->stream();
     MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(offsets_.data(), offsets.data(), offsets.size() * sizeof(int32_t),
                                              cudaMemcpyHostToDevice, s));
     if (!chunks.empty()) {

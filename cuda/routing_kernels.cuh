@@ -21,7 +21,7 @@ struct KeyVec;
 template <>
 struct KeyVec<int8_t> {
   static MSA_DEV float4 load(const unsigned char* p) {
-    const char4 v = *reinterpret_cast<const char4*>(p);
+    const char4 v = ld<char4>(p);
     return make_float4(static_cast<float>(v.x), static_cast<float>(v.y), static_cast<float>(v.z),
                        static_cast<float>(v.w));
   }
@@ -29,14 +29,14 @@ struct KeyVec<int8_t> {
 template <>
 struct KeyVec<uint16_t> {  // bf16: widening is exact
   static MSA_DEV float4 load(const unsigned char* p) {
-    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    const uint2 v = ld<uint2>(p);
     return make_float4(as_float(v.x << 16), as_float(v.x & 0xffff0000u), as_float(v.y << 16),
                        as_float(v.y & 0xffff0000u));
   }
 };
 template <>
 struct KeyVec<float> {
-  static MSA_DEV float4 load(const unsigned char* p) { return *reinterpret_cast<const float4*>(p); }
+  static MSA_DEV float4 load(const unsigned char* p) { return ld<float4>(p); }
 };
 
 struct ScanParams {
@@ -117,13 +117,13 @@ MSA_KERNEL void MSA_LAUNCH_BOUNDS(kThreads) scan_kernel(ScanParams p) {
             const int row = u / upr, col = u % upr;
             uint4 v = make_uint4(0, 0, 0, 0);
             if (row < n_tile) {
-              v = *reinterpret_cast<const uint4*>(p.keys + static_cast<size_t>(c0 + row) * row_bytes + col0 + col * 16);
+              v = ld<uint4>(p.keys + static_cast<size_t>(c0 + row) * row_bytes + col0 + col * 16);
             }
-            uint32_t* d = reinterpret_cast<uint32_t*>(ktile + row * kPitch + col * 16);
-            d[0] = v.x;
-            d[1] = v.y;
-            d[2] = v.z;
-            d[3] = v.w;
+            unsigned char* d = ktile + row * kPitch + col * 16;
+            st<uint32_t>(d, v.x);
+            st<uint32_t>(d + 4, v.y);
+            st<uint32_t>(d + 8, v.z);
+            st<uint32_t>(d + 12, v.w);
           }
         } else if (p.load_bytes == 4) {
           const int upr = lbytes / 4;
@@ -131,9 +131,9 @@ MSA_KERNEL void MSA_LAUNCH_BOUNDS(kThreads) scan_kernel(ScanParams p) {
             const int row = u / upr, col = u % upr;
             uint32_t v = 0;
             if (row < n_tile) {
-              v = *reinterpret_cast<const uint32_t*>(p.keys + static_cast<size_t>(c0 + row) * row_bytes + col0 + col * 4);
+              v = ld<uint32_t>(p.keys + static_cast<size_t>(c0 + row) * row_bytes + col0 + col * 4);
             }
-            *reinterpret_cast<uint32_t*>(ktile + row * kPitch + col * 4) = v;
+            st<uint32_t>(ktile + row * kPitch + col * 4, v);
           }
         } else {
           for (int u = tid; u < bc * lbytes; u += kThreads) {
@@ -161,7 +161,7 @@ MSA_KERNEL void MSA_LAUNCH_BOUNDS(kThreads) scan_kernel(ScanParams p) {
           const float4 k = KeyVec<KT>::load(krow + e * kEb);
     MSA_UNROLL
           for (int i = 0; i < RPT; ++i) {
-            const float4 a = *reinterpret_cast<const float4*>(rbase + i * kSe + e);
+            const float4 a = ld<float4>(rbase + i * kSe + e);
             float s = acc[i];
             s = fmaf(a.x, k.x, s);
             s = fmaf(a.y, k.y, s);

@@ -86,14 +86,15 @@ Status RoutingScorer::score(const DeviceRouterQuery& q, const DeviceRoutingIndex
 
   const float* dq = q.q;
   if (!q.on_device) {
-    MSA_RETURN_IF_ERROR(q_.reserve(static_cast<size_t>(T * H * D) * sizeof(float)));
+    MSA_RETURN_IF_ERROR(q_.reserve_after(static_cast<size_t>(T * H * D) * sizeof(float), stream));
     MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(q_.data(), q.q, static_cast<size_t>(T * H * D) * sizeof(float),
                                              cudaMemcpyHostToDevice, stream));
     dq = q_.as<float>();
   }
-  MSA_RETURN_IF_ERROR(rows_.reserve(static_cast<size_t>(n_rows_floats) * sizeof(float)));
-  MSA_RETURN_IF_ERROR(chunk_scores_.reserve(static_cast<size_t>(n_chunks > 0 ? n_chunks : 1) * sizeof(float)));
-  MSA_RETURN_IF_ERROR(doc_scores_.reserve(static_cast<size_t>(n_docs > 0 ? n_docs : 1) * sizeof(float)));
+  MSA_RETURN_IF_ERROR(rows_.reserve_after(static_cast<size_t>(n_rows_floats) * sizeof(float), stream));
+  MSA_RETURN_IF_ERROR(
+      chunk_scores_.reserve_after(static_cast<size_t>(n_chunks > 0 ? n_chunks : 1) * sizeof(float), stream));
+  MSA_RETURN_IF_ERROR(doc_scores_.reserve_after(static_cast<size_t>(n_docs > 0 ? n_docs : 1) * sizeof(float), stream));
   n_chunks_ = n_chunks;
   n_documents_ = n_docs;
 

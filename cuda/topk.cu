@@ -45,9 +45,10 @@ Status DeviceDocSet::set(const uint64_t* ids, const uint8_t* removed, int64_t n)
         live -= rem[static_cast<size_t>(i)];
       }
     }
+    cudaStream_t s = res_->stream();
+    MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));  // a queued top-k may still read the old set
     MSA_RETURN_IF_ERROR(ranks_.reserve(std::max<size_t>(1, ranks.size()) * sizeof(uint32_t)));
     MSA_RETURN_IF_ERROR(removed_.reserve(std::max<size_t>(1, rem.size())));
-    cudaStream_t s = res_->stream();
     if (n > 0) {
       MSA_CUDA_RETURN_IF_ERROR(
           cudaMemcpyAsync(ranks_.data(), ranks.data(), ranks.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, s));
@@ -108,11 +109,11 @@ Status TopKSelector::select(const float* d_scores, int64_t n, const DeviceDocSet
   const int low_bits = topk_low_bits(n);
   const int end_bit = 32 + low_bits;
 
-  MSA_RETURN_IF_ERROR(keys_in_.reserve(static_cast<size_t>(n) * 8));
-  MSA_RETURN_IF_ERROR(keys_out_.reserve(static_cast<size_t>(n) * 8));
-  MSA_RETURN_IF_ERROR(vals_in_.reserve(static_cast<size_t>(n) * 4));
-  MSA_RETURN_IF_ERROR(vals_out_.reserve(static_cast<size_t>(n) * 4));
-  MSA_RETURN_IF_ERROR(picked_.reserve(static_cast<size_t>(kk) * 8));
+  MSA_RETURN_IF_ERROR(keys_in_.reserve_after(static_cast<size_t>(n) * 8, s));
+  MSA_RETURN_IF_ERROR(keys_out_.reserve_after(static_cast<size_t>(n) * 8, s));
+  MSA_RETURN_IF_ERROR(vals_in_.reserve_after(static_cast<size_t>(n) * 4, s));
+  MSA_RETURN_IF_ERROR(vals_out_.reserve_after(static_cast<size_t>(n) * 4, s));
+  MSA_RETURN_IF_ERROR(picked_.reserve_after(static_cast<size_t>(kk) * 8, s));
   MSA_RETURN_IF_ERROR(host_.reserve(static_cast<size_t>(kk) * 8));
 
   auto* kin = keys_in_.as<unsigned long long>();
@@ -122,7 +123,7 @@ Status TopKSelector::select(const float* d_scores, int64_t n, const DeviceDocSet
   size_t temp_bytes = 0;
   MSA_CUDA_RETURN_IF_ERROR(
       cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, kin, kout, vin, vout, ni, 0, end_bit, s));
-  MSA_RETURN_IF_ERROR(temp_.reserve(std::max<size_t>(temp_bytes, 1)));
+  MSA_RETURN_IF_ERROR(temp_.reserve_after(std::max<size_t>(temp_bytes, 1), s));
 
   const int threads = 256;
   make_keys_kernel<<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0, s>>>(

@@ -218,7 +218,8 @@ void bench_scan(msa::cuda::CudaResources& res, msa::PageDType dt, int64_t tokens
     for (float& x : hq) x = nd(rng);
     msa::cuda::DeviceBuffer dqb;
     if (!ok(dqb.reserve(hq.size() * 4), "cudaMalloc q") ||
-        !cuda_ok(cudaMemcpy(dqb.data(), hq.data(), hq.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy q")) {
+        !cuda_ok(cudaMemcpy(dqb.data(), hq.data(), hq.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy q") ||
+        !cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize")) {
       return;
     }
     msa::cuda::DeviceRouterQuery q;

@@ -350,7 +350,8 @@ void test_topk_crafted(Gpu& g) {
         if (variant == 2) x = std::normal_distribution<float>(0.0f, 1.0f)(rng);      // distinct
         if (variant == 3) x = nan;                                                   // all NaN: by id
       }
-      if (cudaMemcpy(d.data(), scores.data(), scores.size() * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+      if (cudaMemcpy(d.data(), scores.data(), scores.size() * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
+          cudaDeviceSynchronize() != cudaSuccess) {
         fail("cudaMemcpy scores");
         return;
       }
@@ -410,6 +411,7 @@ void test_nan_and_append(Gpu& g) {
       cp = cp && cudaMemcpy(dsc.data(), sc + cut1 * ns, static_cast<size_t>((cut2 - cut1) * ns) * 4,
                             cudaMemcpyHostToDevice) == cudaSuccess;
     }
+    cp = cp && cudaDeviceSynchronize() == cudaSuccess;  // the legacy-stream copies vs the non-blocking stream
     if (!cp) {
       fail("cudaMemcpy append rows");
       return;
