@@ -112,6 +112,24 @@ else
   note "benchmarks: not built (configure without Google Benchmark)"
 fi
 
+# ---------------------------------------------------------------------------------------------- memcheck
+# compute-sanitizer memcheck of the routing test's quick subset: out-of-bounds / misaligned device accesses.
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+RT=$(find "$BUILD/tests" -maxdepth 2 -type f -name msa_gpu_test_routing | head -1)
+if [ -n "$SAN" ] && [ -n "$RT" ] && [ "$(elapsed)" -lt 300 ]; then
+  S0=$(date +%s)
+  timeout 100 "$SAN" --tool memcheck --error-exitcode 3 "$RT" --quick >"$LOG/memcheck.log" 2>&1
+  r=$?
+  case $r in
+    0) note "compute-sanitizer memcheck (test_routing --quick): clean in $(( $(date +%s) - S0 )) s" ;;
+    124) note "compute-sanitizer memcheck: cut short at 100 s (informational)" ;;
+    *) grep -E "Invalid|ERROR|FAIL|misaligned" "$LOG/memcheck.log" | head -20
+       note "compute-sanitizer memcheck: ERRORS rc=$r (see $LOG/memcheck.log)"; RC=1 ;;
+  esac
+else
+  note "compute-sanitizer memcheck: skipped (tool or test missing, or $(elapsed) s elapsed)"
+fi
+
 # ---------------------------------------------------------------------------------------------- whole suite
 if [ "${MSA_GPU_FULL:-1}" != 0 ] && [ "$(elapsed)" -lt 270 ]; then
   left=$(( 440 - $(elapsed) ))
