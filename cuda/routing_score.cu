@@ -19,6 +19,9 @@ using namespace kern;  // NOLINT: the kernels of routing_kernels.cuh
 template <typename KT>
 Status launch_scan(const RoutePlan& plan, const ScanParams& p, cudaStream_t stream) {
   const int64_t blocks = (p.n_chunks + plan.bc - 1) / plan.bc;
+  if (plan.smem > 48 * 1024) {  // the default dynamic shared-memory limit (no opt-in attribute is set)
+    return Error(StatusCode::kInternal, "routing scan: plan needs ", plan.smem, " bytes of shared memory");
+  }
   if (blocks > std::numeric_limits<int32_t>::max()) {
     return Error(StatusCode::kInvalidArgument, "routing scan: ", p.n_chunks, " chunks is beyond the grid limit");
   }
