@@ -61,3 +61,62 @@ Status CudaResources::synchronize() const {
 }
 
 }  // namespace msa::cuda
+
+namespace msa::cuda {
+
+DeviceBuffer::~DeviceBuffer() {
+  if (p_) cudaFree(p_);
+}
+
+Status DeviceBuffer::reserve(size_t bytes) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  if (p_) cudaFree(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+  if (bytes == 0) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaMalloc(&p_, bytes));
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
+Status DeviceBuffer::reserve_after(size_t bytes, cudaStream_t s) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  return reserve(bytes);
+}
+
+Status DeviceBuffer::grow_preserve(size_t bytes, size_t keep, cudaStream_t s) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));  // queued work may still use the old block
+  void* np = nullptr;
+  MSA_CUDA_RETURN_IF_ERROR(cudaMalloc(&np, bytes));
+  if (keep > 0 && p_ != nullptr) {
+    cudaError_t e = cudaMemcpyAsync(np, p_, keep < bytes_ ? keep : bytes_, cudaMemcpyDeviceToDevice, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) {
+      cudaFree(np);
+      return cuda_status(e, "DeviceBuffer::grow_preserve copy");
+    }
+  }
+  if (p_) cudaFree(p_);
+  p_ = np;
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (p_) cudaFreeHost(p_);
+}
+
+Status PinnedBuffer::reserve(size_t bytes) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  if (p_) cudaFreeHost(p_);
+  p_ = nullptr;
+  bytes_ = 0;
+  if (bytes == 0) return Status::Ok();
+  MSA_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p_, bytes, cudaHostAllocPortable));
+  bytes_ = bytes;
+  return Status::Ok();
+}
+
+}  // namespace msa::cuda

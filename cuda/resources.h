@@ -52,3 +52,51 @@ class CudaResources {
 };
 
 }  // namespace msa::cuda
+
+namespace msa::cuda {
+
+// Owned device memory (cudaMalloc), grown on demand. reserve() keeps the contents only when it does not
+// reallocate; grow_preserve() copies the first `keep` bytes into the new allocation (stream-ordered on `s`,
+// synchronised before the old block is freed). Freed in the destructor.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  // At least `bytes` bytes (contents undefined after a reallocation).
+  Status reserve(size_t bytes);
+  // As reserve(), but when it must reallocate it first waits for `s` (whose queued work may still use the old
+  // block).
+  Status reserve_after(size_t bytes, cudaStream_t s);
+  // At least `bytes` bytes, the first `keep` bytes preserved.
+  Status grow_preserve(size_t bytes, size_t keep, cudaStream_t s);
+  void* data() const { return p_; }
+  size_t capacity() const { return bytes_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Owned page-locked host memory (cudaHostAlloc, portable), grown on demand (contents not preserved).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  Status reserve(size_t bytes);
+  void* data() const { return p_; }
+  size_t capacity() const { return bytes_; }
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace msa::cuda

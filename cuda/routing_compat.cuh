@@ -1,0 +1,137 @@
+// Portability layer of the routing-tier kernels (routing_kernels.cuh, topk.cuh, page_gather.cuh): compiled by
+// nvcc they are ordinary CUDA; compiled by a host C++ compiler with MSA_KERNEL_EMULATION defined (tests/gpu/
+// test_routing_emu.cpp) the same kernel source runs on the CPU under a cooperative-fiber emulation of a thread
+// block (threadIdx / blockIdx / __syncthreads / dynamic shared memory), so CI machines without a GPU still
+// execute the kernels' index arithmetic, shared-memory layout and barrier structure.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#if !defined(MSA_KERNEL_EMULATION)
+
+#include <cuda_runtime.h>
+#define MSA_KERNEL __global__
+#define MSA_DEV __device__ __forceinline__
+#define MSA_HD __host__ __device__
+#define MSA_LAUNCH_BOUNDS(n) __launch_bounds__(n)
+#define MSA_SYNC() __syncthreads()
+#define MSA_UNROLL _Pragma("unroll")
+#define MSA_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+namespace msa::cuda::kern {
+MSA_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
+MSA_DEV uint32_t as_uint(float f) { return __float_as_uint(f); }
+MSA_DEV float add_rn(float a, float b) { return __fadd_rn(a, b); }
+MSA_DEV float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+MSA_DEV float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+}  // namespace msa::cuda::kern
+
+#else  // host emulation: the including file defines namespace msa_emu (threadIdx, ..., syncthreads(),
+       // shared_memory()) and the CUDA vector types (float4, uint4, uint2, char4, make_*) first.
+
+#define MSA_KERNEL
+#define MSA_DEV inline
+#define MSA_HD
+#define MSA_LAUNCH_BOUNDS(n)
+#define MSA_SYNC() ::msa_emu::syncthreads()
+#define MSA_UNROLL
+#define MSA_DYNAMIC_SMEM(name) unsigned char* name = ::msa_emu::shared_memory()
+using ::msa_emu::blockDim;
+using ::msa_emu::blockIdx;
+using ::msa_emu::gridDim;
+using ::msa_emu::threadIdx;
+namespace msa::cuda::kern {
+inline float as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint32_t as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float add_rn(float a, float b) { return a + b; }
+inline float mul_rn(float a, float b) { return a * b; }
+inline float div_rn(float a, float b) { return a / b; }
+}  // namespace msa::cuda::kern
+
+#endif
+
+#if defined(MSA_KERNEL_EMULATION)
+#include <cstdio>
+#include <cstdlib>
+#endif
+
+namespace msa::cuda::kern {
+// Vector load / store of a T at p. The device requires p to be aligned to alignof(T) (a misaligned vector
+// access is a fatal "misaligned address" error there): the emulation checks it and aborts with a message.
+template <typename T>
+MSA_DEV T ld(const void* p) {
+#if defined(MSA_KERNEL_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
+    std::printf("FAIL: emulation: misaligned %zu-byte load at %p\n", sizeof(T), p);
+    std::exit(1);
+  }
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+#else
+  return *reinterpret_cast<const T*>(p);
+#endif
+}
+template <typename T>
+MSA_DEV void st(void* p, const T& v) {
+#if defined(MSA_KERNEL_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) {
+    std::printf("FAIL: emulation: misaligned %zu-byte store at %p\n", sizeof(T), p);
+    std::exit(1);
+  }
+  std::memcpy(p, &v, sizeof(T));
+#else
+  *reinterpret_cast<T*>(p) = v;
+#endif
+}
+
+// max that propagates NaN from either side (the CPU router's max_nan).
+MSA_DEV float max_nan(float a, float b) { return (b > a || b != b) ? b : a; }
+}  // namespace msa::cuda::kern
+
+namespace msa::cuda::kern {
+// Host helpers shared by the device path and the emulation test.
+
+// CSR of a chunk -> document map (stable counting sort: chunk-ascending within each document); chunk_doc
+// entries must lie in [0, n_documents).
+inline void build_doc_csr(const std::vector<int32_t>& chunk_doc, int64_t n_documents, std::vector<int32_t>* offsets,
+                          std::vector<int32_t>* chunks) {
+  offsets->assign(static_cast<size_t>(n_documents) + 1, 0);
+  for (int32_t d : chunk_doc) ++(*offsets)[static_cast<size_t>(d) + 1];
+  for (size_t d = 0; d < static_cast<size_t>(n_documents); ++d) (*offsets)[d + 1] += (*offsets)[d];
+  chunks->assign(chunk_doc.size(), 0);
+  std::vector<int32_t> fill(offsets->begin(), offsets->end() - 1);
+  for (size_t c = 0; c < chunk_doc.size(); ++c) {
+    (*chunks)[static_cast<size_t>(fill[static_cast<size_t>(chunk_doc[c])]++)] = static_cast<int32_t>(c);
+  }
+}
+
+// rank[i] = position of ids[i] in ascending id order (ties by index).
+inline std::vector<uint32_t> doc_id_ranks(const uint64_t* ids, int64_t n) {
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
+  std::vector<uint32_t> ranks(static_cast<size_t>(n));
+  for (size_t i = 0; i < order.size(); ++i) ranks[static_cast<size_t>(order[i])] = static_cast<uint32_t>(i);
+  return ranks;
+}
+
+// Bits of the id-rank field of a top-k key for n documents (ranks < n <= 2^bits; at most 31).
+inline int topk_low_bits(int64_t n) {
+  int b = 1;
+  while (b < 31 && (int64_t{1} << b) < n) ++b;
+  return b;
+}
+}  // namespace msa::cuda::kern

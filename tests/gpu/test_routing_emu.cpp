@@ -1,0 +1,490 @@
+// The routing-tier CUDA kernels (cuda/routing_kernels.cuh, topk.cuh, page_gather.cuh) compiled as host C++ and
+// run under a CPU emulation of CUDA thread blocks (cooperative fibers: every thread of a block runs to its next
+// __syncthreads(), then the next round starts; dynamic shared memory is poisoned with 0xff bytes before each
+// block, so reading a byte the kernel did not write shows up as NaN / garbage in the results), against the
+// CPU twins — no GPU needed, so CI runs it on every build with the CUDA toolkit:
+//   scan + query prep + chunk->document reduction vs msa::score_documents (f32 / bf16 / int8 keys, GQA groups
+//   1..4, head_dim 7..128 — all three global-load paths —, 1 and several row passes, every reduction) within
+//   1e-5 x sum|q||k|; the top-k radix keys sorted on the host vs msa::select_top_k (exact); the page decode
+//   vs msa::decode_rows (bit for bit). Launch plans come from the same plan_route() as the device path.
+#define MSA_KERNEL_EMULATION 1
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+// ------------------------------------------------------------------------------------ the emulated CUDA bits
+struct __attribute__((may_alias, aligned(16))) float4 {
+  float x, y, z, w;
+};
+struct __attribute__((may_alias, aligned(16))) uint4 {
+  uint32_t x, y, z, w;
+};
+struct __attribute__((may_alias, aligned(8))) uint2 {
+  uint32_t x, y;
+};
+struct __attribute__((may_alias, aligned(4))) char4 {
+  signed char x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
+
+namespace msa_emu {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+inline Dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace detail {
+struct Fiber {
+  ucontext_t ctx{};
+  std::vector<char> stack;
+  bool done = false;
+  bool at_barrier = false;
+};
+inline ucontext_t sched{};
+inline std::vector<Fiber> fibers;
+inline int current = 0;
+inline const std::function<void()>* body = nullptr;
+inline std::vector<unsigned char> smem;
+inline unsigned char* smem_aligned = nullptr;
+inline void entry() {
+  (*body)();
+  fibers[static_cast<size_t>(current)].done = true;  // returns to `sched` through uc_link
+}
+}  // namespace detail
+
+inline unsigned char* shared_memory() { return detail::smem_aligned; }
+
+inline void syncthreads() {
+  detail::Fiber& f = detail::fibers[static_cast<size_t>(detail::current)];
+  f.at_barrier = true;
+  swapcontext(&f.ctx, &detail::sched);
+}
+
+// Runs body for every thread of every block (1-D grid and block), blocks one after another.
+inline void launch(unsigned grid, unsigned block, size_t smem_bytes, const std::function<void()>& body) {
+  using namespace detail;
+  detail::body = &body;
+  gridDim.x = grid;
+  blockDim.x = block;
+  fibers.resize(block);
+  for (Fiber& f : fibers) {
+    if (f.stack.empty()) f.stack.resize(256 * 1024);
+  }
+  for (unsigned b = 0; b < grid; ++b) {
+    blockIdx.x = b;
+    smem.assign(smem_bytes + 16, 0xff);  // poison
+    smem_aligned = smem.data() + (16 - reinterpret_cast<uintptr_t>(smem.data()) % 16) % 16;
+    for (Fiber& f : fibers) {
+      getcontext(&f.ctx);
+      f.ctx.uc_stack.ss_sp = f.stack.data();
+      f.ctx.uc_stack.ss_size = f.stack.size();
+      f.ctx.uc_link = &sched;
+      makecontext(&f.ctx, entry, 0);
+      f.done = false;
+    }
+    for (;;) {
+      for (unsigned t = 0; t < block; ++t) {
+        Fiber& f = fibers[t];
+        if (f.done) continue;
+        f.at_barrier = false;
+        current = static_cast<int>(t);
+        threadIdx.x = t;
+        swapcontext(&sched, &f.ctx);
+      }
+      unsigned n_done = 0, n_bar = 0;
+      for (const Fiber& f : fibers) {
+        n_done += f.done ? 1 : 0;
+        n_bar += (!f.done && f.at_barrier) ? 1 : 0;
+      }
+      if (n_done == block) break;
+      if (n_done != 0) {
+        std::printf("FAIL: emulation: __syncthreads reached by %u threads while %u exited (divergent barrier)\n",
+                    n_bar, n_done);
+        std::exit(1);
+      }
+    }
+  }
+}
+
+}  // namespace msa_emu
+
+#include "core/dtype.h"
+#include "memory/memory_bank.h"
+#include "memory/page_codec.h"
+#include "page_gather.cuh"
+#include "router/router.h"
+#include "routing_kernels.cuh"
+#include "topk.cuh"
+
+namespace {
+
+using msa::ChunkReduce;
+using msa::HeadReduce;
+using msa::PageDType;
+using msa::QueryReduce;
+using msa::RouterReductions;
+namespace kern = msa::cuda::kern;
+
+int g_failures = 0;
+void fail(const std::string& m) {
+  ++g_failures;
+  if (g_failures <= 40) std::printf("FAIL: %s\n", m.c_str());
+}
+
+unsigned blocks_for(int64_t n, int64_t per) { return static_cast<unsigned>(std::max<int64_t>(1, (n + per - 1) / per)); }
+
+// The device pipeline of RoutingScorer::score, run through the emulator.
+std::vector<float> emu_score(const msa::RoutingIndex& idx, int64_t n_docs, const std::vector<float>& q, int64_t T,
+                             int64_t H, int64_t G, int64_t D, const RouterReductions& red) {
+  const int64_t n_chunks = idx.n_chunks();
+  const kern::RoutePlan plan = kern::plan_route(T, H, G, D, red.head, red.query, idx.dtype, n_chunks);
+  std::vector<float> rows(static_cast<size_t>(plan.n_rows * G * D));
+  msa_emu::launch(blocks_for(plan.prep_out, 256), 256, 0, [&] {
+    kern::prepare_rows_kernel(q.data(), rows.data(), plan.prep_out, static_cast<int>(H), static_cast<int>(G),
+                              static_cast<int>(D), static_cast<int>(plan.t_first), static_cast<int>(T), plan.mode);
+  });
+  std::vector<float> chunk_scores(static_cast<size_t>(std::max<int64_t>(n_chunks, 1)));
+  kern::ScanParams p = plan.p;
+  p.keys = idx.dtype == PageDType::kF32 ? reinterpret_cast<const unsigned char*>(idx.keys.data()) : idx.packed.data();
+  p.scales = idx.dtype == PageDType::kInt8 ? idx.scales.data() : nullptr;
+  p.rows = rows.data();
+  p.chunk_scores = chunk_scores.data();
+  if (n_chunks > 0) {
+    msa_emu::launch(blocks_for(n_chunks, plan.bc), kern::kThreads, static_cast<size_t>(plan.smem), [&] {
+      if (idx.dtype == PageDType::kInt8) {
+        plan.rpt == 1 ? kern::scan_kernel<int8_t, 1>(p) : kern::scan_kernel<int8_t, 8>(p);
+      } else if (idx.dtype == PageDType::kBF16) {
+        plan.rpt == 1 ? kern::scan_kernel<uint16_t, 1>(p) : kern::scan_kernel<uint16_t, 8>(p);
+      } else {
+        plan.rpt == 1 ? kern::scan_kernel<float, 1>(p) : kern::scan_kernel<float, 8>(p);
+      }
+    });
+  }
+  std::vector<int32_t> offsets, chunks;
+  kern::build_doc_csr(idx.chunk_doc, n_docs, &offsets, &chunks);
+  std::vector<float> out(static_cast<size_t>(n_docs));
+  msa_emu::launch(blocks_for(n_docs, 256), 256, 0, [&] {
+    kern::reduce_documents_kernel(chunk_scores.data(), offsets.data(), chunks.data(), static_cast<int>(n_docs),
+                                  red.chunk == ChunkReduce::kMean ? 1 : 0, out.data());
+  });
+  return out;
+}
+
+// TopKSelector::select through the emulator, the CUB radix sort replaced by std::sort of the unique keys.
+std::vector<msa::ScoredDocument> emu_topk(const std::vector<float>& scores, const msa::MemoryBank& bank, int64_t k) {
+  const int64_t n = bank.n_documents();
+  std::vector<uint64_t> ids(static_cast<size_t>(n));
+  std::vector<uint8_t> removed(static_cast<size_t>(n));
+  int64_t live = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ids[static_cast<size_t>(i)] = bank.document(i).id;
+    removed[static_cast<size_t>(i)] = bank.is_removed(i) ? 1 : 0;
+    live += bank.is_removed(i) ? 0 : 1;
+  }
+  const std::vector<uint32_t> ranks = kern::doc_id_ranks(ids.data(), n);
+  std::vector<unsigned long long> keys(static_cast<size_t>(n));
+  std::vector<int> vals(static_cast<size_t>(n));
+  const int low_bits = kern::topk_low_bits(n);
+  msa_emu::launch(blocks_for(n, 256), 256, 0, [&] {
+    kern::make_keys_kernel(scores.data(), ranks.data(), removed.data(), static_cast<int>(n), low_bits, keys.data(),
+                           vals.data());
+  });
+  std::vector<size_t> order(static_cast<size_t>(n));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const unsigned long long mask = low_bits + 32 >= 64 ? ~0ull : ((1ull << (32 + low_bits)) - 1);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return (keys[a] & mask) < (keys[b] & mask); });
+  std::vector<int> sorted_vals(static_cast<size_t>(n));
+  for (size_t i = 0; i < order.size(); ++i) sorted_vals[i] = vals[order[i]];
+  const int kk = static_cast<int>(std::min(k, live));
+  std::vector<int> picked(static_cast<size_t>(2 * std::max(kk, 1)));
+  std::vector<msa::ScoredDocument> out;
+  if (kk <= 0) return out;
+  msa_emu::launch(blocks_for(kk, 256), 256, 0,
+                  [&] { kern::pick_kernel(sorted_vals.data(), scores.data(), kk, picked.data()); });
+  for (int i = 0; i < kk; ++i) {
+    msa::ScoredDocument d;
+    d.index = picked[static_cast<size_t>(i)];
+    d.id = ids[static_cast<size_t>(d.index)];
+    const int bits = picked[static_cast<size_t>(kk + i)];
+    std::memcpy(&d.score, &bits, 4);
+    out.push_back(d);
+  }
+  return out;
+}
+
+msa::ModelConfig make_config(int64_t H, int64_t G, int64_t D) {
+  msa::ModelConfig cfg;
+  cfg.num_hidden_layers = 1;
+  cfg.num_attention_heads = H;
+  cfg.num_key_value_heads = G;
+  cfg.head_dim = D;
+  cfg.msa.present = true;
+  cfg.msa.router_layers = {0};
+  cfg.msa.pooling_kernel_size = 4;
+  return cfg;
+}
+
+std::unique_ptr<msa::MemoryBank> make_bank(int64_t H, int64_t G, int64_t D, PageDType dt, int64_t n_docs,
+                                           uint32_t seed) {
+  const int64_t width = G * D;
+  std::unique_ptr<msa::MemoryBank> bank;
+  if (!msa::MemoryBank::create(make_config(H, G, D), {std::vector<float>(static_cast<size_t>(3 * width))},
+                               {std::vector<float>(static_cast<size_t>(3 * width))}, &bank, dt)
+           .ok()) {
+    fail("MemoryBank::create");
+    return nullptr;
+  }
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> val(0.0f, 1.0f);
+  std::vector<msa::DocumentRecord> docs;
+  std::vector<msa::PooledDocument> pooled;
+  std::vector<uint64_t> ids;
+  for (int64_t d = 0; d < n_docs; ++d) ids.push_back(static_cast<uint64_t>((d * 7919) % 10007 + 1));
+  for (int64_t d = 0; d < n_docs; ++d) {
+    msa::PooledDocument p;
+    if (d % 7 == 6) {
+      p = pooled.back();  // an exact tie
+    } else {
+      const int64_t nc = 1 + static_cast<int64_t>(rng() % 5);
+      p.n_chunks = nc;
+      p.n_tokens = nc * 4;
+      std::vector<float> x(static_cast<size_t>(nc * width));
+      for (float& v : x) v = val(rng);
+      p.rk = {x};
+      for (float& v : x) v = val(rng);
+      p.k = {x};
+      for (float& v : x) v = val(rng);
+      p.v = {x};
+    }
+    msa::DocumentRecord r;
+    r.id = ids[static_cast<size_t>(d)];
+    r.n_tokens = p.n_tokens;
+    docs.push_back(r);
+    pooled.push_back(p);
+  }
+  if (!bank->add(docs, pooled).ok()) {
+    fail("MemoryBank::add");
+    return nullptr;
+  }
+  std::vector<uint64_t> rm;
+  for (int64_t d = 3; d < n_docs; d += 6) rm.push_back(ids[static_cast<size_t>(d)]);
+  if (!bank->remove(rm).ok()) fail("MemoryBank::remove");
+  return bank;
+}
+
+msa::RoutingIndex abs_index(const msa::RoutingIndex& in) {
+  msa::RoutingIndex r = in;
+  for (float& x : r.keys) x = std::fabs(x);
+  if (r.dtype == PageDType::kInt8) {
+    for (uint8_t& b : r.packed) {
+      const int8_t q = static_cast<int8_t>(b);
+      b = static_cast<uint8_t>(static_cast<int8_t>(q < 0 ? -q : q));
+    }
+  } else if (r.dtype == PageDType::kBF16) {
+    for (size_t i = 1; i < r.packed.size(); i += 2) r.packed[i] &= 0x7f;
+  }
+  return r;
+}
+
+bool same_top(const std::vector<msa::ScoredDocument>& a, const std::vector<msa::ScoredDocument>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].id != b[i].id || a[i].index != b[i].index) return false;
+    if (!(a[i].score == b[i].score) && !(std::isnan(a[i].score) && std::isnan(b[i].score))) return false;
+  }
+  return true;
+}
+
+void test_scan() {
+  struct Shape {
+    int64_t H, G, D;
+  };
+  const Shape shapes[] = {{4, 4, 16}, {8, 4, 32}, {16, 4, 16}, {8, 2, 128}, {6, 2, 20}, {3, 1, 7}};
+  int cases = 0, topk_cases = 0;
+  double worst = 0;
+  uint32_t seed = 11;
+  for (PageDType dt : {PageDType::kF32, PageDType::kBF16, PageDType::kInt8}) {
+    for (const Shape& s : shapes) {
+      auto bank = make_bank(s.H, s.G, s.D, dt, 110, seed++);  // ~330 chunks: two scan tiles of 256
+      if (!bank) return;
+      const msa::RoutingIndex& idx = bank->routing(0);
+      const msa::RoutingIndex aidx = abs_index(idx);
+      const int64_t n_docs = bank->n_documents();
+      for (int64_t T : {1, 3, 9}) {
+        std::mt19937 rng(seed++);
+        std::normal_distribution<float> val(0.0f, 0.1f);
+        std::vector<float> q(static_cast<size_t>(T * s.H * s.D)), qa(q.size());
+        for (size_t i = 0; i < q.size(); ++i) {
+          q[i] = val(rng);
+          qa[i] = std::fabs(q[i]);
+        }
+        msa::RouterQuery cq{q.data(), T, s.H, s.G, s.D};
+        msa::RouterQuery aq{qa.data(), T, s.H, s.G, s.D};
+        std::vector<float> mag;
+        if (!msa::score_documents_per_head(aq, aidx, n_docs, RouterReductions(), &mag).ok()) {
+          fail("magnitude");
+          return;
+        }
+        for (HeadReduce h : {HeadReduce::kMean, HeadReduce::kMax}) {
+          for (QueryReduce qr : {QueryReduce::kMax, QueryReduce::kMean, QueryReduce::kLast}) {
+            for (ChunkReduce cr : {ChunkReduce::kMax, ChunkReduce::kMean}) {
+              RouterReductions red;
+              red.head = h;
+              red.query = qr;
+              red.chunk = cr;
+              std::vector<float> cpu;
+              if (!msa::score_documents(cq, idx, n_docs, red, &cpu).ok()) {
+                fail("score_documents");
+                continue;
+              }
+              const std::vector<float> emu = emu_score(idx, n_docs, q, T, s.H, s.G, s.D, red);
+              ++cases;
+              char tag[200];
+              std::snprintf(tag, sizeof tag, "H=%lld G=%lld D=%lld T=%lld %s head %d query %d chunk %d",
+                            static_cast<long long>(s.H), static_cast<long long>(s.G), static_cast<long long>(s.D),
+                            static_cast<long long>(T), msa::page_dtype_name(dt), static_cast<int>(h),
+                            static_cast<int>(qr), static_cast<int>(cr));
+              for (size_t d = 0; d < cpu.size(); ++d) {
+                const double tol = 1e-5 * mag[d] + 1e-30;
+                const double err = std::fabs(static_cast<double>(emu[d]) - cpu[d]);
+                if (!(err <= tol)) {
+                  char m[400];
+                  std::snprintf(m, sizeof m, "%s: doc %zu emulated %.9g cpu %.9g tol %.3g", tag, d, emu[d], cpu[d], tol);
+                  fail(m);
+                  break;
+                }
+                worst = std::max(worst, err / tol);
+              }
+              // Top-k of the emulated scores == select_top_k of the same scores.
+              for (int64_t k : {int64_t{1}, int64_t{16}, n_docs + 3}) {
+                std::vector<msa::ScoredDocument> ref;
+                if (!msa::select_top_k(emu, *bank, k, &ref).ok()) {
+                  fail("select_top_k");
+                  continue;
+                }
+                ++topk_cases;
+                if (!same_top(emu_topk(emu, *bank, k), ref)) fail(std::string(tag) + ": emulated top-k differs");
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("emulated scan vs score_documents: %d cases, worst |emu-cpu|/tol %.3f; emulated top-k vs "
+              "select_top_k: %d cases\n",
+              cases, worst, topk_cases);
+}
+
+void test_topk_specials() {
+  auto bank = make_bank(1, 1, 2, PageDType::kF32, 300, 5);
+  if (!bank) return;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float pool[] = {0.5f, 0.25f, -0.0f, 0.0f, nan, -inf, inf, -1e30f, 1e-40f, -1e-40f};
+  std::mt19937 rng(3);
+  int cases = 0;
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<float> s(static_cast<size_t>(bank->n_documents()));
+    for (float& x : s) x = variant == 0 ? pool[rng() % 10] : (variant == 1 ? static_cast<float>(rng() % 4) : nan);
+    for (int64_t k : {int64_t{1}, int64_t{7}, int64_t{300}, int64_t{1000}}) {
+      std::vector<msa::ScoredDocument> ref;
+      if (!msa::select_top_k(s, *bank, k, &ref).ok()) {
+        fail("select_top_k");
+        continue;
+      }
+      ++cases;
+      if (!same_top(emu_topk(s, *bank, k), ref)) fail("emulated top-k with specials, variant " + std::to_string(variant));
+    }
+  }
+  std::printf("emulated top-k with ties / NaN / +-0 / +-inf / tombstones: %d cases\n", cases);
+}
+
+void test_decode() {
+  int cases = 0;
+  for (PageDType dt : {PageDType::kF32, PageDType::kBF16, PageDType::kInt8}) {
+    for (int64_t D : {7, 32}) {
+      const int64_t G = 2, width = G * D;
+      auto bank = make_bank(4, G, D, dt, 20, 8);
+      if (!bank) return;
+      const msa::ContentPages& cp = bank->content(0);
+      int64_t n = 0;
+      for (int64_t d = 0; d < bank->n_documents(); ++d) n += bank->document(d).n_chunks;
+      // Staged layout of PageGatherer::gather for all rows in order: K | V | K scales | V scales.
+      auto a16 = [](size_t x) { return (x + 15) / 16 * 16; };
+      const size_t rb = msa::page_row_bytes(dt, width);
+      const size_t sb = dt == PageDType::kInt8 ? static_cast<size_t>(G) * 4 : 0;
+      const size_t rows_b = a16(static_cast<size_t>(n) * rb), sc_b = a16(static_cast<size_t>(n) * sb);
+      std::vector<unsigned char> raw(2 * rows_b + 2 * sc_b);
+      const unsigned char* k = dt == PageDType::kF32 ? reinterpret_cast<const unsigned char*>(cp.k.data()) : cp.qk.data();
+      const unsigned char* v = dt == PageDType::kF32 ? reinterpret_cast<const unsigned char*>(cp.v.data()) : cp.qv.data();
+      std::memcpy(raw.data(), k, static_cast<size_t>(n) * rb);
+      std::memcpy(raw.data() + rows_b, v, static_cast<size_t>(n) * rb);
+      if (sb > 0) {
+        std::memcpy(raw.data() + 2 * rows_b, cp.k_scales.data(), static_cast<size_t>(n) * sb);
+        std::memcpy(raw.data() + 2 * rows_b + sc_b, cp.v_scales.data(), static_cast<size_t>(n) * sb);
+      }
+      std::vector<float> rk(static_cast<size_t>(n * width)), rv(rk.size());
+      msa::decode_rows(dt, k, sb ? cp.k_scales.data() : nullptr, n, G, D, rk.data());
+      msa::decode_rows(dt, v, sb ? cp.v_scales.data() : nullptr, n, G, D, rv.data());
+      for (int out_bf16 : {0, 1}) {
+        std::vector<uint32_t> ok_buf(static_cast<size_t>(n * width)), ov_buf(ok_buf.size());
+        kern::DecodeParams p{};
+        p.raw = raw.data();
+        p.v_off = rows_b;
+        p.ks_off = 2 * rows_b;
+        p.vs_off = 2 * rows_b + sc_b;
+        p.n_elems = n * width;
+        p.width = static_cast<int>(width);
+        p.head_dim = static_cast<int>(D);
+        p.n_kv = static_cast<int>(G);
+        p.dtype = static_cast<int>(dt);
+        p.out_bf16 = out_bf16;
+        p.k_out = ok_buf.data();
+        p.v_out = ov_buf.data();
+        msa_emu::launch(3, 64, 0, [&] { kern::decode_pages_kernel(p); });  // grid-stride loop: few blocks
+        ++cases;
+        bool same = true;
+        for (size_t i = 0; i < rk.size() && same; ++i) {
+          if (out_bf16) {
+            uint16_t gk, gv;
+            std::memcpy(&gk, reinterpret_cast<const unsigned char*>(ok_buf.data()) + 2 * i, 2);
+            std::memcpy(&gv, reinterpret_cast<const unsigned char*>(ov_buf.data()) + 2 * i, 2);
+            same = gk == msa::f32_to_bf16(rk[i]) && gv == msa::f32_to_bf16(rv[i]);
+          } else {
+            same = std::memcmp(&ok_buf[i], &rk[i], 4) == 0 && std::memcmp(&ov_buf[i], &rv[i], 4) == 0;
+          }
+        }
+        if (!same) fail(std::string("emulated decode ") + msa::page_dtype_name(dt) + " D=" + std::to_string(D));
+      }
+    }
+  }
+  std::printf("emulated page decode vs decode_rows (bit for bit): %d cases\n", cases);
+}
+
+}  // namespace
+
+int main() {
+  test_scan();
+  test_topk_specials();
+  test_decode();
+  if (g_failures > 0) {
+    std::printf("test_routing_emu: %d FAILURES\n", g_failures);
+    return 1;
+  }
+  std::printf("test_routing_emu: all passed\n");
+  return 0;
+}
