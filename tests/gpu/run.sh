@@ -5,6 +5,10 @@
 # every step runs under `timeout`.
 #
 # Usage: tests/gpu/run.sh [build_dir]           (default: build/gpu; run from anywhere)
+#        MSA_GPU_PREBUILT=.gpubin tests/gpu/run.sh  runs a bundle made by tests/gpu/bundle.sh on a machine with
+#        the CUDA toolkit (the lent GPU machines' image has nvcc, cuBLAS and CMake but not the Debian -dev
+#        packages libmsa builds with, and no package registry): no configure or build, the same tests and
+#        benchmarks, the same table. Also used automatically when configure fails and .gpubin/ exists.
 # Env:   MSA_JOBS (default 16), MSA_CUDA_ARCH (default: the card's compute capability, e.g. 90),
 #        MSA_GPU_FULL=0 to skip the whole-suite ctest, MSA_GPU_BENCH_ARGS (e.g. --quick: no 100M scan).
 # Exit status: 0 when every GPU test passed and the benchmark ran without error; 1 otherwise (the table of
@@ -38,6 +42,57 @@ if command -v ccache >/dev/null 2>&1; then
   LAUNCH=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 
+# ---------------------------------------------------------------------------------------------- prebuilt
+run_prebuilt() {
+  local dir=$1
+  local cudalib
+  cudalib=$(dirname "$(find / -xdev -name 'libcublasLt.so.13*' 2>/dev/null | head -1)" 2>/dev/null)
+  export LD_LIBRARY_PATH="$dir/lib${cudalib:+:$cudalib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "prebuilt bundle: $dir (cuBLAS from ${cudalib:-the loader path})"
+  local ran=0
+  for t in "$dir"/bin/msa_gpu_*; do
+    [ -x "$t" ] || continue
+    ran=$((ran + 1))
+    local name r
+    name=$(basename "$t")
+    timeout 180 "$t" >"$LOG/$name.log" 2>&1
+    r=$?
+    tail -12 "$LOG/$name.log"
+    case $r in
+      0) note "$name: PASS" ;;
+      77) note "$name: SKIPPED (no device?)"; RC=1 ;;
+      *) note "$name: FAILED rc=$r (see $LOG/$name.log)"; RC=1 ;;
+    esac
+  done
+  if [ $ran -eq 0 ]; then note "prebuilt bundle: no msa_gpu_* test in $dir/bin"; RC=1; fi
+  for b in "$dir"/bin/bench_gpu_*; do
+    [ -x "$b" ] || continue
+    local name r
+    name=$(basename "$b")
+    # shellcheck disable=SC2086
+    timeout 200 "$b" ${MSA_GPU_BENCH_ARGS:-} >"$LOG/$name.log" 2>&1
+    r=$?
+    if [ $r -eq 0 ]; then note "$name: ok"; else note "$name: FAILED rc=$r"; RC=1; fi
+  done
+}
+summary() {
+  echo
+  echo "================================ GPU run summary ($(elapsed) s) ================================"
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
+  printf '%s\n' "${SUMMARY[@]}"
+  for f in "$LOG"/bench_gpu_*.log; do
+    [ -e "$f" ] || continue
+    echo "--- $(basename "$f" .log)"
+    sed -n '/^op  *|/,$p' "$f"
+  done
+  echo "result: $([ $RC -eq 0 ] && echo PASS || echo FAIL)"
+}
+if [ -n "${MSA_GPU_PREBUILT:-}" ]; then
+  run_prebuilt "$MSA_GPU_PREBUILT"
+  summary
+  exit $RC
+fi
+
 # ---------------------------------------------------------------------------------------------- configure
 BENCH=ON
 cfg() {
@@ -52,8 +107,13 @@ if ! cfg ON; then
   if ! cfg OFF; then
     tail -30 "$LOG/configure.log"
     note "configure: FAILED (see $LOG/configure.log)"
-    printf '%s\n' "${SUMMARY[@]}"
-    exit 1
+    if [ -d "$ROOT/.gpubin/bin" ]; then
+      run_prebuilt "$ROOT/.gpubin"
+    else
+      RC=1
+    fi
+    summary
+    exit $RC
   fi
 fi
 note "configure: ok (sm_$ARCH, benchmarks $BENCH) at $(elapsed) s"
@@ -150,14 +210,5 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------- summary
-echo
-echo "================================ GPU run summary ($(elapsed) s) ================================"
-nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
-printf '%s\n' "${SUMMARY[@]}"
-for f in "$LOG"/bench_gpu_*.log; do
-  [ -e "$f" ] || continue
-  echo "--- $(basename "$f" .log)"
-  sed -n '/^op  *|/,$p' "$f"
-done
-echo "result: $([ $RC -eq 0 ] && echo PASS || echo FAIL)"
+summary
 exit $RC
