@@ -142,7 +142,7 @@ TEST_CASE("ThreadPool::create: a thread the system refuses is kOutOfMemory, star
 #ifdef MSA_TEST_NO_RLIMIT_AS
   WARN("skipped under a sanitizer (needs RLIMIT_AS)");
 #else
-  // In a child process whose address space is capped just above its current size, thread stacks cannot
+  // In a child process whose address space is capped 32 MB above its current size, thread stacks cannot
   // be mapped after the first few: create() must report it, stop and join what it started, and return.
   std::fflush(nullptr);
   const pid_t pid = ::fork();
@@ -157,11 +157,11 @@ TEST_CASE("ThreadPool::create: a thread the system refuses is kOutOfMemory, star
     struct rlimit rl;
     if (::getrlimit(RLIMIT_AS, &rl) != 0) ::_exit(11);
     const rlim_t old_cur = rl.rlim_cur;
-    rl.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (rlim_t{64} << 20);
+    rl.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (rlim_t{32} << 20);
     if (::setrlimit(RLIMIT_AS, &rl) != 0) ::_exit(11);
     std::unique_ptr<ThreadPool> pool;
     Status st = ThreadPool::create(static_cast<int>(limits::kMaxThreads), &pool);
-    if (st.ok()) ::_exit(12);  // 1024 stacks of >= 2 MB cannot fit in 64 MB
+    if (st.ok()) ::_exit(12);  // 1024 thread stacks (8 MB each by default) cannot fit in 32 MB
     if (st.code() != StatusCode::kOutOfMemory) ::_exit(13);
     if (pool) ::_exit(14);
     if (st.message().find("refused") == std::string::npos) ::_exit(15);
