@@ -35,12 +35,17 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
       return fail(MSA_ERR_UNSUPPORTED, "msa_model_load: the CUDA backend has no forward yet; use MSA_BACKEND_CPU");
     MSA_CHECK_ARG(p.backend == MSA_BACKEND_CPU, "msa_model_load", "unknown backend value");
     MSA_CHECK_ARG(p.n_threads >= 0, "msa_model_load", "n_threads < 0");
+    if (p.n_threads > MSA_MAX_THREADS)
+      return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: n_threads = " + std::to_string(p.n_threads) +
+                                                " is more than MSA_MAX_THREADS (" +
+                                                std::to_string(MSA_MAX_THREADS) + ")");
     msa::ModelLoadOptions opts;
     opts.load_tokenizer = p.load_tokenizer != 0;
     auto handle = std::make_unique<msa_model>();
     handle->params = p;
     if (p.n_threads > 0) {
-      handle->pool = std::make_unique<msa::ThreadPool>(p.n_threads);
+      msa::Status ps = msa::ThreadPool::create(p.n_threads, &handle->pool);
+      if (!ps.ok()) return fail(msa::Status(ps.code(), "msa_model_load: " + ps.message()));
       msa::CpuBackendOptions bo;
       bo.pool = handle->pool.get();
       handle->cpu_backend = std::make_unique<msa::CpuBackend>(bo);

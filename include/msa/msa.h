@@ -156,8 +156,8 @@ typedef enum msa_backend {
 
 typedef struct msa_model_params {
   uint32_t struct_size;   /* sizeof(msa_model_params), set by msa_model_params_init */
-  int32_t n_threads;      /* CPU threads of this model's work (its own pool); 0 (default): the shared process
-                             pool of all hardware threads (or MSA_NUM_THREADS) */
+  int32_t n_threads;      /* CPU threads of this model's work (its own pool), at most MSA_MAX_THREADS; 0
+                             (default): the shared process pool of all hardware threads (or MSA_NUM_THREADS) */
   int32_t backend;        /* msa_backend; default MSA_BACKEND_CPU */
   int32_t load_tokenizer; /* non-zero (default): tokenizer.json must be present and is loaded */
 } msa_model_params;
@@ -168,10 +168,14 @@ MSA_API void msa_model_params_init(msa_model_params *params);
 
 /* Loads a checkpoint directory (config.json, model.safetensors or model.safetensors.index.json + shards,
  * tokenizer.json). `params` may be NULL for defaults. On success *out_model owns the model; release it
- * with msa_model_free. On failure *out_model is NULL.
- * Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_CONFIG, MSA_ERR_BAD_HEADER, MSA_ERR_TRUNCATED,
- * MSA_ERR_TENSOR_OVERLAP, MSA_ERR_DTYPE, MSA_ERR_MISSING_TENSOR, MSA_ERR_UNEXPECTED_TENSOR, MSA_ERR_SHAPE,
- * MSA_ERR_UNSUPPORTED, MSA_ERR_TOKENIZER, MSA_ERR_OUT_OF_MEMORY.
+ * with msa_model_free. On failure *out_model is NULL and nothing is left running (threads already started
+ * for the model's pool are stopped and joined).
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL dir/out_model, unknown backend, n_threads < 0 or > MSA_MAX_THREADS),
+ * MSA_ERR_IO, MSA_ERR_CONFIG (also a count above its limit: num_hidden_layers > MSA_MAX_LAYERS, vocab_size >
+ * MSA_MAX_VOCAB), MSA_ERR_BAD_HEADER, MSA_ERR_TRUNCATED, MSA_ERR_TENSOR_OVERLAP, MSA_ERR_DTYPE,
+ * MSA_ERR_MISSING_TENSOR (also: the config has more layers than the weights), MSA_ERR_UNEXPECTED_TENSOR,
+ * MSA_ERR_SHAPE, MSA_ERR_UNSUPPORTED, MSA_ERR_TOKENIZER (also a token id >= MSA_MAX_VOCAB or implausibly
+ * large for the file), MSA_ERR_OUT_OF_MEMORY (also: the system refused to start the n_threads threads).
  * Thread-safe. A loaded model is immutable and may be used from several threads at once. */
 MSA_API msa_status msa_model_load(const char *dir, const msa_model_params *params, msa_model **out_model);
 
@@ -232,8 +236,10 @@ MSA_API void msa_checkpoint_params_init(msa_checkpoint_params *params);
  * Qwen3 vocabulary): "micro" (2 layers, hidden 32: test fixtures), "tiny" (4 layers, hidden 128, ~20 M
  * parameters: the demo), "msa-4b-shape" (the real MSA-4B shapes, ~4.3 B parameters, 8.5 GB: benchmarks).
  * The same parameters give the same bytes on every machine and thread count. `params` may be NULL for
- * defaults. Errors: MSA_ERR_INVALID_ARGUMENT (NULL out_dir, unknown preset, bad override JSON or key),
- * MSA_ERR_TOKENIZER (tokenizer files missing), MSA_ERR_IO. Thread-safe (distinct output directories). */
+ * defaults. Errors: MSA_ERR_INVALID_ARGUMENT (NULL out_dir, unknown preset, override JSON that is not an
+ * object, an unknown key, or a value of the wrong type or out of range, e.g. pooling_kernel_size "x", -4 or
+ * 0 — the message names the key; nothing is written then, and no accepted override yields a checkpoint
+ * that fails to load), MSA_ERR_TOKENIZER (tokenizer files missing), MSA_ERR_IO. Thread-safe (distinct output directories). */
 MSA_API msa_status msa_checkpoint_init(const msa_checkpoint_params *params, const char *out_dir);
 
 /* ================================================================ tokenizer

@@ -2,27 +2,75 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <new>
+#include <system_error>
+
+#include "core/limits.h"
+#include "core/log.h"
 
 namespace msa {
 
 namespace {
 thread_local bool tls_in_pool_worker = false;
+
+int hardware_threads() {
+  return static_cast<int>(std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()),
+                                             static_cast<unsigned>(limits::kMaxThreads)));
+}
+}  // namespace
+
+Status ThreadPool::start(int n_threads) {
+  n_threads_ = 1;
+  try {
+    workers_.reserve(static_cast<size_t>(n_threads) - 1);
+    for (int i = 1; i < n_threads; ++i) {
+      workers_.emplace_back([this, i] { worker_loop(i); });
+      n_threads_ = i + 1;
+    }
+  } catch (const std::system_error& e) {
+    return Error(StatusCode::kOutOfMemory, "thread pool: the system refused to start thread ", n_threads_ + 1,
+                 " of ", n_threads, " (", e.what(), ")");
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "thread pool: out of memory starting thread ", n_threads_ + 1, " of ",
+                 n_threads);
+  }
+  return Status::Ok();
+}
+
+Status ThreadPool::create(int n_threads, std::unique_ptr<ThreadPool>* out) {
+  out->reset();
+  if (n_threads > limits::kMaxThreads) {
+    return Error(StatusCode::kInvalidArgument, "thread pool: n_threads = ", n_threads, " is more than ",
+                 limits::kMaxThreads, " (MSA_MAX_THREADS)");
+  }
+  if (n_threads <= 0) n_threads = hardware_threads();
+  std::unique_ptr<ThreadPool> pool(new (std::nothrow) ThreadPool(NoStart{}));
+  if (!pool) return Error(StatusCode::kOutOfMemory, "thread pool: out of memory");
+  Status st = pool->start(n_threads);
+  if (!st.ok()) return st;  // ~ThreadPool stops and joins the workers that did start
+  *out = std::move(pool);
+  return Status::Ok();
 }
 
 ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  n_threads_ = n_threads;
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  if (n_threads <= 0) n_threads = hardware_threads();
+  n_threads = static_cast<int>(std::min<int64_t>(n_threads, limits::kMaxThreads));
+  Status st = start(n_threads);
+  if (!st.ok()) log(LogLevel::kWarn, st.message(), "; running with ", n_threads_, " threads");
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::stop_and_join() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
 }
+
+ThreadPool::~ThreadPool() { stop_and_join(); }
 
 ThreadPool& ThreadPool::global() {
   static ThreadPool pool([] {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_map.h"
+#include "core/limits.h"
 #include "core/log.h"
 
 namespace msa {
@@ -18,7 +19,7 @@ namespace {
 
 using json = nlohmann::json;
 
-// Dimensions are bounded so that products of two (vocab x hidden, heads x head_dim) fit in int64.
+// Counts that are not sizes (training-only values, chunk lengths) are bounded by int32.
 constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
 // Reads fields of one JSON object; every error is kConfig "<path>: field '<prefix><key>': ...".
@@ -124,13 +125,16 @@ class Fields {
       if (e.is_number_integer() && !e.is_number_unsigned() && e.get<int64_t>() < 0) {
         return error(key, "has a negative token id ", e.dump());
       }
-      if (e.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
-        return error(key, "has an out-of-range token id ", e.dump());
+      if (e.get<uint64_t>() >= static_cast<uint64_t>(limits::kMaxVocab)) {
+        return error(key, "has an out-of-range token id ", e.dump(), " (ids are < ", limits::kMaxVocab,
+                     ", MSA_MAX_VOCAB)");
       }
       out->push_back(static_cast<int32_t>(e.get<uint64_t>()));
       return Status::Ok();
     };
     if (v.is_array()) {
+      if (v.size() > static_cast<size_t>(config_limits::kMaxEosTokens))
+        return error(key, "lists ", v.size(), " token ids, more than ", config_limits::kMaxEosTokens);
       for (const json& e : v) MSA_RETURN_IF_ERROR(one(e));
       return Status::Ok();
     }
@@ -232,28 +236,35 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
     return Error(StatusCode::kUnsupported, path, ": model_type \"", c.model_type,
                  "\" is not supported (expected \"qwen3\" or \"msa\")");
   }
-  MSA_RETURN_IF_ERROR(f.get_int("vocab_size", true, 0, 1, kMaxDim, &c.vocab_size));
-  MSA_RETURN_IF_ERROR(f.get_int("hidden_size", true, 0, 1, kMaxDim, &c.hidden_size));
-  MSA_RETURN_IF_ERROR(f.get_int("intermediate_size", true, 0, 1, kMaxDim, &c.intermediate_size));
-  MSA_RETURN_IF_ERROR(f.get_int("num_hidden_layers", true, 0, 1, kMaxDim, &c.num_hidden_layers));
-  MSA_RETURN_IF_ERROR(f.get_int("num_attention_heads", true, 0, 1, kMaxDim, &c.num_attention_heads));
-  MSA_RETURN_IF_ERROR(f.get_int("num_key_value_heads", true, 0, 1, kMaxDim, &c.num_key_value_heads));
+  MSA_RETURN_IF_ERROR(f.get_int("vocab_size", true, 0, 1, limits::kMaxVocab, &c.vocab_size));
+  MSA_RETURN_IF_ERROR(f.get_int("hidden_size", true, 0, 1, config_limits::kMaxHiddenSize, &c.hidden_size));
+  MSA_RETURN_IF_ERROR(f.get_int("intermediate_size", true, 0, 1, config_limits::kMaxIntermediateSize,
+                                &c.intermediate_size));
+  MSA_RETURN_IF_ERROR(f.get_int("num_hidden_layers", true, 0, 1, limits::kMaxLayers, &c.num_hidden_layers));
+  MSA_RETURN_IF_ERROR(
+      f.get_int("num_attention_heads", true, 0, 1, config_limits::kMaxHeads, &c.num_attention_heads));
+  MSA_RETURN_IF_ERROR(
+      f.get_int("num_key_value_heads", true, 0, 1, config_limits::kMaxHeads, &c.num_key_value_heads));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return Error(StatusCode::kConfig, path, ": num_attention_heads (", c.num_attention_heads,
                  ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
   }
   if (f.has("head_dim")) {
-    MSA_RETURN_IF_ERROR(f.get_int("head_dim", true, 0, 1, kMaxDim, &c.head_dim));
+    MSA_RETURN_IF_ERROR(f.get_int("head_dim", true, 0, 1, config_limits::kMaxHeadDim, &c.head_dim));
   } else {
     if (c.hidden_size % c.num_attention_heads != 0) {
       return Error(StatusCode::kConfig, path, ": head_dim is absent and hidden_size (", c.hidden_size,
                    ") is not a multiple of num_attention_heads (", c.num_attention_heads, ")");
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
+    if (c.head_dim > config_limits::kMaxHeadDim) {
+      return Error(StatusCode::kConfig, path, ": head_dim (hidden_size / num_attention_heads) = ", c.head_dim,
+                   " is out of range [1, ", config_limits::kMaxHeadDim, "]");
+    }
   }
-  if (c.num_attention_heads * c.head_dim > kMaxDim) {
+  if (c.num_attention_heads * c.head_dim > config_limits::kMaxAttentionWidth) {
     return Error(StatusCode::kConfig, path, ": num_attention_heads x head_dim (", c.num_attention_heads,
-                 " x ", c.head_dim, ") is too large");
+                 " x ", c.head_dim, ") is more than ", config_limits::kMaxAttentionWidth);
   }
   constexpr double kHuge = 1e300;
   MSA_RETURN_IF_ERROR(f.get_double("rms_norm_eps", 1e-6, 0.0, 1.0, &c.rms_norm_eps, /*lo_open=*/true));
@@ -287,7 +298,7 @@ Status parse_model_config_impl(const std::string& text, const std::string& path,
                                        : std::string("bfloat16"),
                                    &c.torch_dtype));
   int64_t bos = -1;
-  MSA_RETURN_IF_ERROR(f.get_int("bos_token_id", false, -1, 0, std::numeric_limits<int32_t>::max(), &bos));
+  MSA_RETURN_IF_ERROR(f.get_int("bos_token_id", false, -1, 0, limits::kMaxVocab - 1, &bos));
   c.bos_token_id = static_cast<int32_t>(bos);
   MSA_RETURN_IF_ERROR(f.get_token_ids("eos_token_id", &c.eos_token_ids));
 
@@ -319,7 +330,7 @@ Status parse_generation_config_impl(const std::string& text, const std::string& 
   MSA_RETURN_IF_ERROR(f.get_int32("top_k", false, 0, 0, std::numeric_limits<int32_t>::max(), &g.top_k));
   MSA_RETURN_IF_ERROR(f.get_token_ids("eos_token_id", &g.eos_token_ids));
   int64_t pad = -1;
-  MSA_RETURN_IF_ERROR(f.get_int("pad_token_id", false, -1, 0, std::numeric_limits<int32_t>::max(), &pad));
+  MSA_RETURN_IF_ERROR(f.get_int("pad_token_id", false, -1, 0, limits::kMaxVocab - 1, &pad));
   g.pad_token_id = static_cast<int32_t>(pad);
   *out = std::move(g);
   return Status::Ok();

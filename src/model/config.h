@@ -10,6 +10,20 @@
 
 namespace msa {
 
+// Bounds of the config.json sizes that include/msa/msa.h does not list (those are MSA_MAX_LAYERS for
+// num_hidden_layers and MSA_MAX_VOCAB for vocab_size and every token id; src/core/limits.h). The weights must
+// match these sizes, so a checkpoint within them is bounded by its own file; the bounds keep every product
+// (vocab x hidden, heads x head_dim, tokens x width) far from overflow and refuse absurd values up front.
+// They are several times the largest released Qwen3 shapes (hidden 5120, FFN 25600, 64 heads, head_dim 128).
+namespace config_limits {
+inline constexpr int64_t kMaxHiddenSize = int64_t{1} << 16;        // hidden_size
+inline constexpr int64_t kMaxIntermediateSize = int64_t{1} << 20;  // intermediate_size
+inline constexpr int64_t kMaxHeads = int64_t{1} << 12;             // num_attention_heads, num_key_value_heads
+inline constexpr int64_t kMaxHeadDim = int64_t{1} << 12;           // head_dim (given or hidden / heads)
+inline constexpr int64_t kMaxAttentionWidth = int64_t{1} << 18;    // num_attention_heads x head_dim
+inline constexpr int64_t kMaxEosTokens = 1024;                     // entries of an eos_token_id list
+}  // namespace config_limits
+
 enum class HeadReduce { kMean, kMax };
 enum class QueryReduce { kMax, kMean, kLast };
 enum class ChunkReduce { kMax, kMean };
@@ -78,12 +92,14 @@ const char* chunk_reduce_name(ChunkReduce r);  // "max" | "mean"
 Status parse_router_layer_idx(const std::string& spec, int64_t num_layers, std::vector<int>* out);
 
 // Parses and validates config.json text. `path` is used in messages only. Errors: kConfig (malformed JSON,
-// missing/ill-typed field, inconsistent values such as heads % kv_heads != 0), kUnsupported (rope_scaling
+// missing/ill-typed field, a size above its limit — MSA_MAX_LAYERS, MSA_MAX_VOCAB, config_limits —,
+// inconsistent values such as heads % kv_heads != 0), kUnsupported (rope_scaling
 // of a kind we do not implement, hidden_act other than silu, attention_bias true, sliding window on).
 Status parse_model_config(const std::string& json_text, const std::string& path, ModelConfig* out);
 
-// Parses generation_config.json text (do_sample, temperature, top_p, top_k, eos_token_id as an int or a list,
-// pad_token_id; other keys are ignored). Sets out->present. Keys that are absent keep their defaults, except
+// Parses generation_config.json text (do_sample, temperature, top_p, top_k, eos_token_id as an int or a list
+// of at most config_limits::kMaxEosTokens ids, pad_token_id; token ids < MSA_MAX_VOCAB; other keys are
+// ignored). Sets out->present. Keys that are absent keep their defaults, except
 // eos_token_ids, which is left empty when absent. Errors: kConfig naming `path` and the field.
 Status parse_generation_config(const std::string& json_text, const std::string& path,
                                GenerationDefaults* out);

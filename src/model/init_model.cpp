@@ -16,6 +16,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "model/config.h"
 
 namespace msa {
 
@@ -96,22 +97,46 @@ struct TensorSpec {
   float std;
 };
 
-// router_layer_idx ("all" or "i,j,k") -> one flag per layer. False on a malformed list or an index out of range.
-bool parse_router_layers(const std::string& r, int64_t n_layers, std::vector<int>* flags) {
-  flags->assign(static_cast<size_t>(n_layers), r == "all" ? 1 : 0);
-  if (r == "all") return true;
-  size_t pos = 0;
-  while (pos <= r.size()) {
-    size_t comma = r.find(',', pos);
-    if (comma == std::string::npos) comma = r.size();
-    std::string item = r.substr(pos, comma - pos);
-    if (item.empty() || item.size() > 6 || item.find_first_not_of("0123456789") != std::string::npos) return false;
-    long v = std::strtol(item.c_str(), nullptr, 10);
-    if (v >= n_layers) return false;
-    (*flags)[static_cast<size_t>(v)] = 1;
-    pos = comma + 1;
+// The router layers of a validated config -> one flag per layer.
+std::vector<int> router_flags(const std::vector<int>& router_layers, int64_t n_layers) {
+  std::vector<int> flags(static_cast<size_t>(n_layers), 0);
+  for (int l : router_layers) flags[static_cast<size_t>(l)] = 1;
+  return flags;
+}
+
+// Applies the msa_config overrides to `msa_config`. Each key must be one the preset writes and its value of
+// the same JSON type (an integer where the preset has an integer); the training-only loss weights must be
+// >= 0 and the InfoNCE temperature > 0. Every value the loader reads is then range-checked by the loader's
+// own parser (init_model), so no override can produce a checkpoint that does not load.
+Status apply_overrides(const std::string& text, json* msa_config) {
+  json over = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!over.is_object())
+    return Error(StatusCode::kInvalidArgument, "init-model: msa_config overrides must be a JSON object, got ",
+                 over.is_discarded() ? std::string("invalid JSON") : std::string(over.type_name()));
+  for (auto it = over.begin(); it != over.end(); ++it) {
+    const std::string& key = it.key();
+    const json& v = it.value();
+    if (!msa_config->contains(key))
+      return Error(StatusCode::kInvalidArgument, "init-model: unknown msa_config key '", key, "'");
+    const json& def = (*msa_config)[key];
+    const char* want = nullptr;
+    if (def.is_boolean() && !v.is_boolean()) want = "true or false";
+    if (def.is_string() && !v.is_string()) want = "a string";
+    if (def.is_number_integer() && !v.is_number_integer()) want = "an integer";
+    if (def.is_number_float() && !v.is_number()) want = "a number";
+    if (want)
+      return Error(StatusCode::kInvalidArgument, "init-model: msa_config key '", key, "' must be ", want,
+                   ", got ", v.type_name(), " ", v.dump());
+    if (def.is_number_float()) {
+      const double x = v.get<double>();
+      const bool positive = key == "infonce_loss_temp";
+      if (!std::isfinite(x) || x < 0.0 || (positive && x == 0.0))
+        return Error(StatusCode::kInvalidArgument, "init-model: msa_config key '", key, "' = ", v.dump(),
+                     " must be ", positive ? "> 0" : ">= 0");
+    }
+    (*msa_config)[key] = v;
   }
-  return true;
+  return Status::Ok();
 }
 
 std::vector<TensorSpec> tensor_specs(const Shape& s, const std::vector<int>& router, bool decouple_router,
@@ -253,27 +278,20 @@ Status init_model(const InitModelOptions& o) {
   if (!ok) return Error(StatusCode::kInvalidArgument, "init-model: unknown preset '", o.preset,
                         "' (expected micro, tiny or msa-4b-shape)");
   json msa_config = make_msa_config(s);
-  if (!o.msa_config_json.empty()) {
-    json over = json::parse(o.msa_config_json, nullptr, /*allow_exceptions=*/false);
-    if (!over.is_object())
-      return Error(StatusCode::kInvalidArgument, "init-model: msa_config overrides must be a JSON object");
-    for (auto it = over.begin(); it != over.end(); ++it) {
-      if (!msa_config.contains(it.key()))
-        return Error(StatusCode::kInvalidArgument, "init-model: unknown msa_config key '", it.key(), "'");
-      msa_config[it.key()] = it.value();
-    }
-    if (!msa_config["router_layer_idx"].is_string() || !msa_config["decouple_router"].is_boolean() ||
-        !msa_config["aux_loss_method"].is_string())
-      return Error(StatusCode::kInvalidArgument,
-                   "init-model: router_layer_idx and aux_loss_method must be strings, decouple_router a bool");
-    s.router_layers = msa_config["router_layer_idx"].get<std::string>();
-  }
-  std::vector<int> router;
-  if (!parse_router_layers(s.router_layers, s.layers, &router))
-    return Error(StatusCode::kInvalidArgument, "init-model: bad router_layer_idx '", s.router_layers, "' for ",
-                 s.layers, " layers");
-  const bool decouple = msa_config["decouple_router"].get<bool>();
-  const bool infonce = msa_config["aux_loss_method"].get<std::string>().find("INFONCE") != std::string::npos;
+  if (!o.msa_config_json.empty()) MSA_RETURN_IF_ERROR(apply_overrides(o.msa_config_json, &msa_config));
+  s.router_layers = msa_config["router_layer_idx"].get<std::string>();
+  // What we are about to write must load: run it through the loader's parsers (every range check of
+  // config.json and generation_config.json applies; their messages name the offending key).
+  ModelConfig parsed;
+  Status pst = parse_model_config(make_config(s, msa_config).dump(), "config.json", &parsed);
+  if (pst.ok()) pst = parse_generation_config(make_generation_config().dump(), "generation_config.json",
+                                              &parsed.generation);
+  if (!pst.ok())
+    return Error(StatusCode::kInvalidArgument, "init-model: the msa_config overrides make an invalid checkpoint: ",
+                 pst.message());
+  const std::vector<int> router = router_flags(parsed.msa.router_layers, s.layers);
+  const bool decouple = parsed.msa.decouple_router;
+  const bool infonce = parsed.msa.aux_loss_method.find("INFONCE") != std::string::npos;
   if (o.out_dir.empty()) return Error(StatusCode::kInvalidArgument, "init-model: empty output directory");
   std::error_code ec;
   if (!o.tokenizer_dir.empty()) {

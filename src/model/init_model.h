@@ -24,7 +24,10 @@ struct InitModelOptions {
 
 // Presets: micro (2 layers, hidden 32: test fixtures), tiny (4 layers, hidden 128: the demo), msa-4b-shape
 // (the real MSA-4B shapes: benchmarks); all with the full 151,936-token Qwen3 vocabulary.
-// Errors: kInvalidArgument (unknown preset, empty out_dir, bad override JSON or key), kIo (cannot create/write), kTokenizer (tokenizer
+// Errors: kInvalidArgument (unknown preset, empty out_dir, override JSON that is not an object, an unknown key,
+// a value of the wrong JSON type or out of range — the message names the key; every override is checked by
+// the loader's own config parser before anything is written, so no override yields a checkpoint that cannot
+// load), kIo (cannot create/write), kTokenizer (tokenizer
 // files missing in tokenizer_dir).
 Status init_model(const InitModelOptions& options);
 

@@ -1,8 +1,10 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
+#include "core/limits.h"
 #include "model/safetensors.h"
 
 namespace msa {
@@ -18,6 +20,24 @@ std::string list_names(const std::vector<std::string>& names) {
   for (size_t i = 0; i < names.size() && i < kListLimit; ++i) os << (i ? ", " : "") << names[i];
   if (names.size() > kListLimit) os << ", ... and " << names.size() - kListLimit << " more";
   return os.str();
+}
+
+// 1 + the largest i of the tensors named "model.layers.<i>.*" (0 when there is none).
+int64_t layers_in_file(const SafetensorsSet& set) {
+  static const std::string kPrefix = "model.layers.";
+  int64_t n = 0;
+  for (const TensorInfo& t : set.tensors()) {
+    if (t.name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    int64_t i = 0;
+    size_t k = kPrefix.size(), digits = 0;
+    while (k < t.name.size() && t.name[k] >= '0' && t.name[k] <= '9' && digits < 12) {
+      i = i * 10 + (t.name[k] - '0');
+      ++k;
+      ++digits;
+    }
+    if (digits > 0 && k < t.name.size() && t.name[k] == '.') n = std::max(n, i + 1);
+  }
+  return n;
 }
 
 class Binder {
@@ -95,6 +115,20 @@ Status bind_weights(const SafetensorsSet& set, const ModelConfig& config, ModelW
   const int64_t vocab = config.vocab_size;
   if (hidden <= 0 || q_dim <= 0 || kv_dim <= 0 || inter <= 0 || vocab <= 0 || config.num_hidden_layers <= 0) {
     return Error(StatusCode::kInvalidArgument, "bind_weights: the config has non-positive dimensions");
+  }
+  if (config.num_hidden_layers > limits::kMaxLayers || vocab > limits::kMaxVocab) {
+    return Error(StatusCode::kInvalidArgument, "bind_weights: the config has ", config.num_hidden_layers,
+                 " layers and a vocabulary of ", vocab, " (limits: ", limits::kMaxLayers, " and ",
+                 limits::kMaxVocab, ")");
+  }
+  // Before anything is sized by the layer count: the file must hold tensors for every layer (a small
+  // config.json must not make us build names and views for layers that are not there).
+  const int64_t file_layers = layers_in_file(set);
+  if (config.num_hidden_layers > file_layers) {
+    return Error(StatusCode::kMissingTensor, set.source(), ": the config has num_hidden_layers = ",
+                 config.num_hidden_layers, " but the checkpoint holds ",
+                 file_layers == 0 ? std::string("no model.layers.* tensors")
+                                  : "tensors for layers 0.." + std::to_string(file_layers - 1) + " only");
   }
   const bool decouple = config.msa.present && config.msa.decouple_router;
 

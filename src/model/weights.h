@@ -38,8 +38,10 @@ struct ModelWeights {
 class SafetensorsSet;  // model/safetensors.h
 
 // Binds the tensors of `set` to `out` following the names of spec §1.3. Every expected tensor must exist
-// with the expected shape and a float dtype (BF16/F16/F32). Errors: kMissingTensor (lists all missing
-// names), kUnexpectedTensor (lists unknown names; the optional scalars `temperature` and `b` are known),
+// with the expected shape and a float dtype (BF16/F16/F32). The layer count is checked against the file
+// before anything is sized by it. Errors: kInvalidArgument (a config above MSA_MAX_LAYERS / MSA_MAX_VOCAB
+// or with non-positive sizes), kMissingTensor (the file holds fewer layers than the config: says so; else
+// lists all missing names), kUnexpectedTensor (lists unknown names; the optional scalars `temperature` and `b` are known),
 // kShape, kDtype. Messages name the file that holds the offending tensor.
 Status bind_weights(const SafetensorsSet& set, const ModelConfig& config, ModelWeights* out);
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "core/file_map.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -44,7 +45,9 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
   }
   bool number_unsigned(number_unsigned_t v) override {
     if (mode_ == kVocab) {
-      if (v > static_cast<number_unsigned_t>(INT32_MAX)) return bad("model.vocab: id out of range");
+      if (v >= static_cast<number_unsigned_t>(limits::kMaxVocab))
+        return bad("model.vocab: id " + std::to_string(v) + " of \"" + vkey_ + "\" is out of range (ids are < " +
+                   std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
       return vocab_value(static_cast<int64_t>(v));
     }
     return value(json(v));
@@ -59,6 +62,7 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
       size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
         return bad("model.merges: entry " + std::to_string(merges.size()) + " is not \"a b\"");
+      if (!merge_room()) return false;
       merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
       return true;
     }
@@ -119,6 +123,7 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
   bool end_array() override {
     if (mode_ == kMergePair) {
       if (pair_n_ != 2) return bad("model.merges: pair without two strings");
+      if (!merge_room()) return false;
       merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
       mode_ = kMerges;
       return true;
@@ -147,8 +152,17 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
   }
   bool vocab_value(int64_t v) {
     if (v < 0) return bad("model.vocab: negative id for \"" + vkey_ + "\"");
+    if (v >= limits::kMaxVocab)
+      return bad("model.vocab: id " + std::to_string(v) + " of \"" + vkey_ + "\" is out of range (ids are < " +
+                 std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
+    if (static_cast<int64_t>(vocab.size()) >= limits::kMaxVocab)
+      return bad("model.vocab: more than " + std::to_string(limits::kMaxVocab) + " entries (MSA_MAX_VOCAB)");
     vocab.emplace_back(std::move(vkey_), v);
     return true;
+  }
+  bool merge_room() {
+    if (static_cast<int64_t>(merges.size()) < Tokenizer::kMaxMerges) return true;
+    return bad("model.merges: more than " + std::to_string(Tokenizer::kMaxMerges) + " entries");
   }
   json* value_ptr(json&& v) {
     if (stack_.empty()) {
@@ -255,8 +269,18 @@ class Tokenizer::Builder {
       for (const std::string& w : {tok::pcre2_version_warning(), tok::utf8proc_version_warning()})
         if (!w.empty()) log(LogLevel::kWarn, w);
     });
+    const json& added = root.contains("added_tokens") ? root["added_tokens"] : json::array();
+    if (!added.is_array()) return err(StatusCode::kTokenizer, "added_tokens is not an array");
+    if (static_cast<int64_t>(added.size()) > limits::kMaxVocab)
+      return err(StatusCode::kTokenizer, "added_tokens: more than " + std::to_string(limits::kMaxVocab) +
+                                             " entries (MSA_MAX_VOCAB)");
+    // The id tables are dense (id -> bytes); their size, 1 + the largest id, is bounded by the number of
+    // tokens the file defines, so that a small file cannot name an id that makes us allocate gigabytes.
+    defined_tokens_ = static_cast<int64_t>(r.vocab.size()) + static_cast<int64_t>(added.size());
+    id_space_limit_ = std::min<int64_t>(limits::kMaxVocab,
+                                        Tokenizer::kIdSpaceFactor * defined_tokens_ + Tokenizer::kIdSpaceSlack);
     MSA_RETURN_IF_ERROR(build_vocab(r));
-    MSA_RETURN_IF_ERROR(build_added(root.contains("added_tokens") ? root["added_tokens"] : json::array()));
+    MSA_RETURN_IF_ERROR(build_added(added));
     MSA_RETURN_IF_ERROR(build_merges(r, root["model"]));
     finish_tables();
     return Status::Ok();
@@ -400,7 +424,14 @@ class Tokenizer::Builder {
   Status build_vocab(TokenizerJsonReader& r) {
     if (r.vocab.empty()) return err(StatusCode::kTokenizer, "model.vocab is missing or empty");
     int64_t max_id = -1;
-    for (auto& e : r.vocab) max_id = std::max(max_id, e.second);
+    const std::string* max_tok = nullptr;
+    for (auto& e : r.vocab) {
+      if (e.second > max_id) {
+        max_id = e.second;
+        max_tok = &e.first;
+      }
+    }
+    if (max_id >= id_space_limit_) return id_space_error("model.vocab", *max_tok, max_id);
     vocab_strings_.assign(static_cast<size_t>(max_id + 1), std::string());
     has_.assign(static_cast<size_t>(max_id + 1), 0);
     vocab_index_.set_key_of(VocabKey{&vocab_strings_});
@@ -436,7 +467,11 @@ class Tokenizer::Builder {
       AddedToken t;
       t.content = e["content"].get<std::string>();
       int64_t id = e["id"].get<int64_t>();
-      if (id < 0 || id > INT32_MAX - 1) return err(StatusCode::kTokenizer, "added_tokens: id out of range");
+      if (id < 0 || id >= limits::kMaxVocab)
+        return err(StatusCode::kTokenizer, "added_tokens: id " + std::to_string(id) + " of \"" + t.content +
+                                               "\" is out of range (ids are < " +
+                                               std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
+      if (id >= id_space_limit_) return id_space_error("added_tokens", t.content, id);
       t.id = static_cast<int32_t>(id);
       t.special = flag(e, "special");
       if (t.content.empty()) return err(StatusCode::kTokenizer, "added_tokens: empty content");
@@ -541,6 +576,15 @@ class Tokenizer::Builder {
     t.has_added_ = !t.added_.empty();
   }
 
+  Status id_space_error(const char* where, const std::string& token, int64_t id) const {
+    return err(StatusCode::kTokenizer,
+               std::string(where) + ": id " + std::to_string(id) + " of \"" + token +
+                   "\" is implausibly large for a file that defines " + std::to_string(defined_tokens_) +
+                   " tokens (ids must be below min(" + std::to_string(Tokenizer::kIdSpaceFactor) +
+                   " x tokens defined + " + std::to_string(Tokenizer::kIdSpaceSlack) + ", MSA_MAX_VOCAB) = " +
+                   std::to_string(id_space_limit_) + ")");
+  }
+
   Status prefix(Status s) const {
     if (s.ok()) return s;
     return Status(s.code(), name_ + ": " + s.message());
@@ -548,6 +592,8 @@ class Tokenizer::Builder {
 
   Tokenizer* t_;
   std::string name_;
+  int64_t defined_tokens_ = 0;  // model.vocab entries + added_tokens entries
+  int64_t id_space_limit_ = 0;  // every id must be below this (see build())
   std::vector<std::string> vocab_strings_;
   std::vector<uint8_t> has_;
   struct VocabKey {

@@ -21,6 +21,16 @@
 // ByteLevel (or none), decoder ByteLevel, added tokens without lstrip/rstrip/single_word/normalized.
 // Anything else is rejected with kUnsupported (never a silent fallback).
 //
+// Limits (checked before anything is sized from them; kTokenizer naming the file and the entry):
+//   - every id (model.vocab and added_tokens) is < MSA_MAX_VOCAB (2^24), and so are the entry counts;
+//   - ids may leave holes (as in HF), but the id space is bounded by what the file defines: every id is
+//     < kIdSpaceFactor x (vocab entries + added tokens) + kIdSpaceSlack. The id tables are dense, so this keeps
+//     their size proportional to the file (a one-entry file naming id 2^31-1 is refused instead of making the
+//     loader allocate 64 GiB). Released byte-level BPE tokenizers are dense (Qwen3: ids 0..151668, no hole),
+//     far inside the bound; any file accepted encodes and decodes exactly as HF `tokenizers`;
+//   - at most kMaxMerges merges.
+// tokenizer_config.json only names tokens (bos/eos/pad) and carries the chat template; it sizes nothing.
+//
 // A loaded Tokenizer is immutable; every const method is thread-safe (per-thread caches).
 #pragma once
 
@@ -54,6 +64,10 @@ struct EncodeOptions {
 
 class Tokenizer {
  public:
+  static constexpr int64_t kIdSpaceFactor = 2;
+  static constexpr int64_t kIdSpaceSlack = 1024;
+  static constexpr int64_t kMaxMerges = int64_t{1} << 26;  // 4 x MSA_MAX_VOCAB; merge ranks fit in int32
+
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;

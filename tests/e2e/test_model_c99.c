@@ -3,6 +3,7 @@
  * usage: test_model_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,24 @@ int main(int argc, char **argv) {
   cp.preset = "no-such-preset";
   CHECK(msa_checkpoint_init(&cp, dir) == MSA_ERR_INVALID_ARGUMENT);
   CHECK(strstr(msa_last_error(), "no-such-preset") != NULL);
+  {
+    /* Overrides the loader would refuse are refused here, naming the key, and nothing is written (before:
+     * these wrote a checkpoint that msa_model_load could not load). */
+    static const char *const bad[] = {"{\"pooling_kernel_size\": \"x\"}", "{\"pooling_kernel_size\": -4}",
+                                      "{\"pooling_kernel_size\": 0}"};
+    size_t i;
+    FILE *f;
+    cp.preset = "micro";
+    for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+      cp.msa_config_json = bad[i];
+      CHECK(msa_checkpoint_init(&cp, "c99_bad_override") == MSA_ERR_INVALID_ARGUMENT);
+      CHECK(strstr(msa_last_error(), "pooling_kernel_size") != NULL);
+    }
+    f = fopen("c99_bad_override/config.json", "r");
+    CHECK(f == NULL);
+    if (f) fclose(f);
+    cp.msa_config_json = NULL;
+  }
 
   msa_model_params_init(&mp);
   mp.load_tokenizer = 0;
@@ -67,6 +86,12 @@ int main(int argc, char **argv) {
     float *l1 = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
     float *l3 = (float *)malloc(sizeof(float) * (size_t)desc.vocab_size);
     mp.n_threads = -1;
+    CHECK(msa_model_load(dir, &mp, &m1) == MSA_ERR_INVALID_ARGUMENT && m1 == NULL);
+    /* Before: INT32_MAX started threads until the system refused one and then never returned. */
+    mp.n_threads = INT32_MAX;
+    CHECK(msa_model_load(dir, &mp, &m1) == MSA_ERR_INVALID_ARGUMENT && m1 == NULL);
+    CHECK(strstr(msa_last_error(), "MSA_MAX_THREADS") != NULL);
+    mp.n_threads = MSA_MAX_THREADS + 1;
     CHECK(msa_model_load(dir, &mp, &m1) == MSA_ERR_INVALID_ARGUMENT && m1 == NULL);
     mp.n_threads = 1;
     CHECK(msa_model_load(dir, &mp, &m1) == MSA_OK);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "model/config.h"
+#include "model/init_model.h"
 
 using namespace msa;
 using nlohmann::json;
@@ -500,4 +501,129 @@ TEST_CASE("config: random mutations never throw", "[config]") {
     REQUIRE_NOTHROW(st = parse_model_config(s, kPath, &c));
     if (!st.ok()) CHECK(contains(st.message(), kPath));
   }
+}
+
+TEST_CASE("config: every size is bounded (MSA_MAX_LAYERS, MSA_MAX_VOCAB, config_limits)", "[config][limits]") {
+  auto refused = [](const char* key, const json& value, const char* must_contain) {
+    json j = msa4b();
+    j[key] = value;
+    ModelConfig c;
+    Status st = parse(j, &c);
+    INFO(key << " = " << value.dump() << ": " << st.to_string());
+    CHECK(st.code() == StatusCode::kConfig);
+    CHECK(contains(st.message(), key));
+    CHECK(contains(st.message(), must_contain));
+  };
+  auto accepted = [](const char* key, const json& value) {
+    json j = msa4b();
+    j[key] = value;
+    Status st = parse(j);
+    INFO(key << " = " << value.dump() << ": " << st.to_string());
+    CHECK(st.ok());
+  };
+  // Before: num_hidden_layers = 10^6 was accepted (and the loader then spent seconds and gigabytes).
+  refused("num_hidden_layers", 1000000, "out of range [1, 1024]");
+  refused("num_hidden_layers", 1025, "out of range");
+  accepted("num_hidden_layers", 1024);
+  refused("vocab_size", (1 << 24) + 1, "out of range [1, 16777216]");
+  refused("vocab_size", int64_t{1} << 31, "out of range");
+  accepted("vocab_size", 1 << 24);
+  refused("hidden_size", config_limits::kMaxHiddenSize + 1, "out of range");
+  refused("intermediate_size", config_limits::kMaxIntermediateSize + 1, "out of range");
+  refused("num_attention_heads", config_limits::kMaxHeads + 8, "out of range");
+  refused("num_key_value_heads", config_limits::kMaxHeads + 8, "out of range");
+  refused("head_dim", config_limits::kMaxHeadDim + 1, "out of range");
+  refused("bos_token_id", 1 << 24, "out of range");
+  refused("eos_token_id", 1 << 24, "out-of-range token id");
+  refused("eos_token_id", json::array({1, 1 << 24}), "out-of-range token id");
+  refused("eos_token_id", std::vector<int>(static_cast<size_t>(config_limits::kMaxEosTokens) + 1, 7), "lists");
+  accepted("eos_token_id", std::vector<int>(static_cast<size_t>(config_limits::kMaxEosTokens), 7));
+  {
+    // heads x head_dim above its bound although each is within its own.
+    json j = msa4b();
+    j["num_attention_heads"] = 4096;
+    j["num_key_value_heads"] = 4096;
+    j["head_dim"] = 4096;
+    Status st = parse(j);
+    CHECK(st.code() == StatusCode::kConfig);
+    CHECK(contains(st.message(), "num_attention_heads x head_dim"));
+  }
+  {
+    // head_dim derived from hidden_size / heads is bounded too.
+    json j = msa4b();
+    j.erase("head_dim");
+    j["hidden_size"] = config_limits::kMaxHiddenSize;
+    j["num_attention_heads"] = 2;
+    j["num_key_value_heads"] = 2;
+    Status st = parse(j);
+    CHECK(st.code() == StatusCode::kConfig);
+    CHECK(contains(st.message(), "head_dim"));
+  }
+  // generation_config.json ids and lists.
+  GenerationDefaults g;
+  CHECK(parse_generation_config("{\"eos_token_id\": 16777216}", "/g.json", &g).code() == StatusCode::kConfig);
+  CHECK(parse_generation_config("{\"pad_token_id\": 16777216}", "/g.json", &g).code() == StatusCode::kConfig);
+  CHECK(parse_generation_config(json{{"eos_token_id", std::vector<int>(2000, 1)}}.dump(), "/g.json", &g).code() ==
+        StatusCode::kConfig);
+  CHECK(parse_generation_config("{\"eos_token_id\": [16777215, 0]}", "/g.json", &g).ok());
+}
+
+TEST_CASE("init_model: every msa_config override is checked; no override writes an unloadable checkpoint",
+          "[config][limits]") {
+  TempDir dir("init_overrides");
+  const fs::path out = dir.path / "ckpt";
+  auto refused = [&](const std::string& overrides, const std::string& key) {
+    InitModelOptions o;
+    o.preset = "micro";
+    o.out_dir = out.string();
+    o.msa_config_json = overrides;
+    Status st = init_model(o);
+    INFO(overrides << ": " << st.to_string());
+    CHECK(st.code() == StatusCode::kInvalidArgument);
+    CHECK(contains(st.message(), key));
+    CHECK_FALSE(fs::exists(out / "config.json"));  // nothing written
+  };
+  // Before: these three were written as checkpoints that msa_model_load then refused.
+  refused(R"({"pooling_kernel_size": "x"})", "pooling_kernel_size");
+  refused(R"({"pooling_kernel_size": -4})", "pooling_kernel_size");
+  refused(R"({"pooling_kernel_size": 0})", "pooling_kernel_size");
+  refused(R"({"pooling_kernel_size": 4.5})", "pooling_kernel_size");
+  refused(R"({"pooling_kernel_size": null})", "pooling_kernel_size");
+  refused(R"({"pooling_kernel_size": 4294967296})", "pooling_kernel_size");
+  refused(R"({"top_k_docs": 0})", "top_k_docs");
+  refused(R"({"router_layer_idx": "5"})", "router_layer_idx");
+  refused(R"({"router_layer_idx": "1,,0"})", "router_layer_idx");
+  refused(R"({"router_layer_idx": 1})", "router_layer_idx");
+  refused(R"({"decouple_router": "yes"})", "decouple_router");
+  refused(R"({"aux_loss_method": "FOCAL"})", "aux_loss_method");
+  refused(R"({"head_reduce_method": "min"})", "head_reduce_method");
+  refused(R"({"query_reduce_method": 1})", "query_reduce_method");
+  refused(R"({"chunk_reduce_method": "last"})", "chunk_reduce_method");
+  refused(R"({"aux_loss": 1})", "aux_loss");
+  refused(R"({"rewrite_position": "true"})", "rewrite_position");
+  refused(R"({"lmloss_weigth": -1})", "lmloss_weigth");
+  refused(R"({"auxloss_weight": "0.1"})", "auxloss_weight");
+  refused(R"({"infonce_loss_temp": 0})", "infonce_loss_temp");
+  refused(R"({"decouple_pooling_mode": 3})", "decouple_pooling_mode");
+  refused(R"({"no_such_key": 1})", "no_such_key");
+  refused(R"([1, 2])", "JSON object");
+  refused(R"({"pooling_kernel_size": )", "JSON object");
+
+  // Accepted overrides load with the loader's parser and mean what they say (integers for the float keys too).
+  InitModelOptions o;
+  o.preset = "micro";
+  o.out_dir = out.string();
+  o.msa_config_json = R"({"pooling_kernel_size": 8, "router_layer_idx": " 0, 1", "decouple_router": false,
+                          "lmloss_weigth": 2, "aux_loss_method": "BCE", "head_reduce_method": "max"})";
+  Status st = init_model(o);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  ModelConfig c;
+  st = load_model_config(out.string(), &c);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  CHECK(c.msa.pooling_kernel_size == 8);
+  CHECK(c.msa.router_layers == std::vector<int>{0, 1});
+  CHECK_FALSE(c.msa.decouple_router);
+  CHECK(c.msa.aux_loss_method == "BCE");
 }

@@ -1,14 +1,20 @@
-#include <catch2/catch.hpp>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "core/buffer.h"
 #include "core/dtype.h"
 #include "core/file_map.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
@@ -88,6 +94,90 @@ TEST_CASE("ThreadPool covers every index exactly once", "[core]") {
     for (int64_t i = b; i < e; ++i) pool.parallel_for(4, 1, [&](int64_t b2, int64_t e2) { total += static_cast<int>(e2 - b2); });
   });
   REQUIRE(total.load() == 32);
+}
+
+TEST_CASE("ThreadPool::create refuses more than MSA_MAX_THREADS before starting any thread", "[core][limits]") {
+  std::unique_ptr<ThreadPool> pool;
+  Status st = ThreadPool::create(INT32_MAX, &pool);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("MSA_MAX_THREADS") != std::string::npos);
+  CHECK(pool == nullptr);
+  st = ThreadPool::create(static_cast<int>(limits::kMaxThreads) + 1, &pool);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  REQUIRE(ThreadPool::create(3, &pool).ok());
+  REQUIRE(pool->size() == 3);
+  std::atomic<int64_t> sum{0};
+  pool->parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sum += i;
+  });
+  CHECK(sum.load() == 999 * 1000 / 2);
+  REQUIRE(ThreadPool::create(0, &pool).ok());  // hardware concurrency
+  CHECK(pool->size() >= 1);
+  CHECK(pool->size() <= limits::kMaxThreads);
+}
+
+TEST_CASE("ThreadPool(n) clamps an absurd thread count instead of exhausting the system", "[core][limits]") {
+  // Before: ThreadPool(INT32_MAX) started threads until the system refused one, then never returned.
+  ThreadPool pool(INT32_MAX);
+  CHECK(pool.size() >= 1);
+  CHECK(pool.size() <= limits::kMaxThreads);
+  std::vector<std::atomic<int>> hits(5000);
+  pool.parallel_for(5000, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+  });
+  for (auto& h : hits) REQUIRE(h.load() == 1);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MSA_TEST_NO_RLIMIT_AS 1  // the sanitizers reserve terabytes of address space up front
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define MSA_TEST_NO_RLIMIT_AS 1
+#endif
+#endif
+
+TEST_CASE("ThreadPool::create: a thread the system refuses is kOutOfMemory, started workers are joined",
+          "[core][limits]") {
+#ifdef MSA_TEST_NO_RLIMIT_AS
+  WARN("skipped under a sanitizer (needs RLIMIT_AS)");
+#else
+  // In a child process whose address space is capped 32 MB above its current size, thread stacks cannot
+  // be mapped after the first few: create() must report it, stop and join what it started, and return.
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    long pages = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    if (pages <= 0) ::_exit(10);
+    struct rlimit rl;
+    if (::getrlimit(RLIMIT_AS, &rl) != 0) ::_exit(11);
+    const rlim_t old_cur = rl.rlim_cur;
+    rl.rlim_cur = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (rlim_t{32} << 20);
+    if (::setrlimit(RLIMIT_AS, &rl) != 0) ::_exit(11);
+    std::unique_ptr<ThreadPool> pool;
+    Status st = ThreadPool::create(static_cast<int>(limits::kMaxThreads), &pool);
+    if (st.ok()) ::_exit(12);  // 1024 thread stacks (8 MB each by default) cannot fit in 32 MB
+    if (st.code() != StatusCode::kOutOfMemory) ::_exit(13);
+    if (pool) ::_exit(14);
+    if (st.message().find("refused") == std::string::npos) ::_exit(15);
+    // The process is still usable: a small pool works once the cap is lifted.
+    rl.rlim_cur = old_cur;
+    if (::setrlimit(RLIMIT_AS, &rl) != 0) ::_exit(16);
+    if (!ThreadPool::create(2, &pool).ok() || pool->size() != 2) ::_exit(17);
+    ::_exit(0);
+  }
+  int wstatus = 0;
+  REQUIRE(::waitpid(pid, &wstatus, 0) == pid);
+  INFO("child exit status " << (WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1) << ", signalled "
+                             << (WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0));
+  CHECK(WIFEXITED(wstatus));
+  CHECK(WEXITSTATUS(wstatus) == 0);
+#endif
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // plus round trip, streaming == one-shot decode, invalid UTF-8, NULs, added tokens, MSA prompt formats,
 // thread safety, the C API and the rejection of unsupported tokenizer.json kinds.
 #include <catch2/catch.hpp>
+#include <sys/resource.h>
 #include <zstd.h>
 
 #include <atomic>
@@ -461,6 +462,57 @@ TEST_CASE("unsupported or malformed tokenizer.json files are rejected clearly", 
   // A malformed tokenizer_config.json is an error too (named).
   s = Tokenizer::load_from_memory(tiny_tokenizer().dump(), "{\"eos_token\": \"<nope>\"}", "tiny.json", &t);
   CHECK(s.code() == StatusCode::kTokenizer);
+}
+
+namespace {
+int64_t max_rss_bytes() {
+  struct rusage ru;
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+Status load_status(const std::string& text) {
+  std::unique_ptr<Tokenizer> t;
+  return Tokenizer::load_from_memory(text, "", "bomb.json", &t);
+}
+}  // namespace
+
+TEST_CASE("token ids are bounded: MSA_MAX_VOCAB and the number of tokens the file defines", "[tokenizer][limits]") {
+  const int64_t rss0 = max_rss_bytes();
+  // Before: one vocab id of 2^31-1 made the loader size its id tables by it (64 GiB).
+  Status st = load_status(patched("/model/vocab/hello", 2147483647));
+  INFO(st.to_string());
+  CHECK(st.code() == StatusCode::kTokenizer);
+  CHECK(st.message().find("bomb.json") != std::string::npos);
+  CHECK(st.message().find("2147483647") != std::string::npos);
+  CHECK(st.message().find("MSA_MAX_VOCAB") != std::string::npos);
+  // Below MSA_MAX_VOCAB but implausible for a file that defines 261 tokens (would still be ~1 GB of tables).
+  st = load_status(patched("/model/vocab/hello", (1 << 24) - 1));
+  INFO(st.to_string());
+  CHECK(st.code() == StatusCode::kTokenizer);
+  CHECK(st.message().find("implausibly large") != std::string::npos);
+  CHECK(st.message().find("\"hello\"") != std::string::npos);
+  // The same for added tokens (before: ids up to 2^31-2 were accepted and sized the tables).
+  st = load_status(patched("/added_tokens/0/id", 2147483646));
+  CHECK(st.code() == StatusCode::kTokenizer);
+  CHECK(st.message().find("MSA_MAX_VOCAB") != std::string::npos);
+  st = load_status(patched("/added_tokens/0/id", 1 << 20));
+  CHECK(st.code() == StatusCode::kTokenizer);
+  CHECK(st.message().find("<|im_end|>") != std::string::npos);
+  CHECK(max_rss_bytes() - rss0 < (int64_t{256} << 20));
+
+  // Holes within the bound are fine, as in HF: ids 261..999 unused, "hello" at 1000.
+  std::unique_ptr<Tokenizer> t;
+  REQUIRE(Tokenizer::load_from_memory(patched("/model/vocab/hello", 1000), "", "holes.json", &t).ok());
+  CHECK(t->vocab_size() == 1001);
+  CHECK(enc(*t, "hello<|im_end|>") == std::vector<int32_t>{1000, 300});
+  CHECK(dec(*t, {1000, 300}) == "hello<|im_end|>");
+  CHECK_FALSE(t->is_valid_id(999));
+  // The largest id allowed for 261 tokens: 2 x 261 + 1024 - 1.
+  const int64_t top = Tokenizer::kIdSpaceFactor * 261 + Tokenizer::kIdSpaceSlack - 1;
+  REQUIRE(Tokenizer::load_from_memory(patched("/model/vocab/hello", top), "", "holes.json", &t).ok());
+  CHECK(t->vocab_size() == top + 1);
+  CHECK(load_code(patched("/model/vocab/hello", top + 1)) == StatusCode::kTokenizer);
+  CHECK(load_code(patched("/added_tokens/0/id", -1)) == StatusCode::kTokenizer);
 }
 
 TEST_CASE("C API: msa_tokenizer_*, msa_detokenizer_*", "[tokenizer][capi]") {

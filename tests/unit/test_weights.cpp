@@ -1,15 +1,20 @@
 // bind_weights / count_parameters against tiny checkpoints written with write_safetensors (spec §1.3).
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "model/config.h"
+#include "model/model.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -387,4 +392,76 @@ TEST_CASE("weights: every checkpoint in tests/data/models loads, validates and b
     ++n;
   }
   CHECK(n > 0);
+}
+
+namespace {
+
+int64_t max_rss_bytes() {
+  struct rusage ru;
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+// A copy of a committed tiny checkpoint whose config.json is edited by `edit`.
+void copy_with_config(const TempDir& dir, const std::string& model,
+                      const std::function<void(nlohmann::json&)>& edit) {
+  const fs::path src = fs::path(MSA_TEST_DATA_DIR) / "models" / model;
+  for (const fs::directory_entry& e : fs::directory_iterator(src))
+    fs::copy_file(e.path(), dir.path / e.path().filename(), fs::copy_options::overwrite_existing);
+  std::ifstream in(src / "config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  edit(j);
+  std::ofstream(dir.path / "config.json", std::ios::trunc) << j.dump(2);
+}
+
+}  // namespace
+
+TEST_CASE("weights: a config.json claiming 10^6 layers is refused before anything is sized by it",
+          "[weights][limits]") {
+  TempDir dir("layers_bomb");
+  copy_with_config(dir, "tiny_tied_f32", [](nlohmann::json& j) {
+    j["num_hidden_layers"] = 1000000;
+    j["msa_config"]["router_layer_idx"] = "all";
+  });
+  const int64_t rss0 = max_rss_bytes();
+  std::unique_ptr<Model> m;
+  ModelLoadOptions o;
+  o.load_tokenizer = false;
+  Status st = Model::load(dir.path.string(), o, &m);
+  // Before: kMissingTensor after building 10^6 layers of names and views (12 s, 3 GB).
+  INFO(st.to_string());
+  CHECK(st.code() == StatusCode::kConfig);
+  CHECK(contains(st.message(), "num_hidden_layers"));
+  CHECK(contains(st.message(), "config.json"));
+  CHECK(m == nullptr);
+  CHECK(max_rss_bytes() - rss0 < (int64_t{256} << 20));
+}
+
+TEST_CASE("weights: a config with more layers than the file is kMissingTensor saying so, before binding",
+          "[weights][limits]") {
+  TempDir dir("layers_more");
+  copy_with_config(dir, "tiny_tied_f32", [](nlohmann::json& j) { j["num_hidden_layers"] = 1024; });
+  std::unique_ptr<Model> m;
+  ModelLoadOptions o;
+  o.load_tokenizer = false;
+  Status st = Model::load(dir.path.string(), o, &m);
+  INFO(st.to_string());
+  CHECK(st.code() == StatusCode::kMissingTensor);
+  CHECK(contains(st.message(), "num_hidden_layers = 1024"));
+  CHECK(contains(st.message(), "layers 0..1 only"));
+  CHECK(contains(st.message(), dir.path.string()));
+
+  // bind_weights itself refuses a hand-built config above the limits.
+  ModelConfig c = tiny_config();
+  SafetensorsSet set;
+  ModelWeights w;
+  Fixture fx(expected_tensors(c, false));
+  REQUIRE(SafetensorsSet::open_file(fx.write(dir, "ok.safetensors"), &set).ok());
+  c.num_hidden_layers = 1000000;
+  CHECK(bind_weights(set, c, &w).code() == StatusCode::kInvalidArgument);
+  c.num_hidden_layers = 4;
+  st = bind_weights(set, c, &w);
+  CHECK(st.code() == StatusCode::kMissingTensor);
+  CHECK(contains(st.message(), "layers 0..2 only"));
+  CHECK(w.layers.empty());
 }
