@@ -1,12 +1,13 @@
 // Device code of the page decode (page_gather.h). Include from exactly one .cu (or the CPU emulation test,
-// routing_compat.cuh).
+// kernel_compat.cuh).
 #pragma once
 
 #include <cstdint>
 
-#include "routing_compat.cuh"
+#include "kernel_compat.cuh"
 
 namespace msa::cuda::kern {
+inline namespace MSA_KERNEL_ABI {
 
 MSA_DEV uint16_t f32_to_bf16_rne(float f) {
   uint32_t u = as_uint(f);
@@ -52,4 +53,5 @@ MSA_KERNEL void decode_pages_kernel(DecodeParams p) {
   }
 }
 
+}  // namespace MSA_KERNEL_ABI
 }  // namespace msa::cuda::kern

@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "cuda_status.h"
-#include "routing_compat.cuh"
+#include "kernel_compat.cuh"
 
 namespace msa::cuda {
 

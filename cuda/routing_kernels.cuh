@@ -1,15 +1,16 @@
 // Device code of the routing scan (routing_score.h describes the method): query-row preparation, the scan
 // kernel, the chunk -> document reduction, and the host-side launch plan shared by routing_score.cu and the
-// CPU emulation test (routing_compat.cuh). Include from exactly one .cu (the kernels are not inline).
+// CPU emulation test (kernel_compat.cuh). Include from exactly one .cu (the kernels are not inline).
 #pragma once
 
 #include <cstdint>
 
 #include "memory/page_codec.h"
 #include "model/config.h"
-#include "routing_compat.cuh"
+#include "kernel_compat.cuh"
 
 namespace msa::cuda::kern {
+inline namespace MSA_KERNEL_ABI {
 
 constexpr int kThreads = 256;      // threads per scan block
 constexpr int kSliceBytes = 128;   // key bytes of one (chunk, kv head) slice staged per step
@@ -330,4 +331,5 @@ inline RoutePlan plan_route(int64_t T, int64_t H, int64_t G, int64_t D, HeadRedu
   return r;
 }
 
+}  // namespace MSA_KERNEL_ABI
 }  // namespace msa::cuda::kern

@@ -1,12 +1,13 @@
 // Device code of the top-k selection (topk.h): radix keys and the pick of the first k. Include from exactly
-// one .cu (or the CPU emulation test, routing_compat.cuh).
+// one .cu (or the CPU emulation test, kernel_compat.cuh).
 #pragma once
 
 #include <cstdint>
 
-#include "routing_compat.cuh"
+#include "kernel_compat.cuh"
 
 namespace msa::cuda::kern {
+inline namespace MSA_KERNEL_ABI {
 
 // Unsigned key that sorts ascending in the order "score descending": +inf first, -inf last among numbers,
 // then NaN, then removed documents.
@@ -37,4 +38,5 @@ MSA_KERNEL void pick_kernel(const int* vals, const float* scores, int k, int* pi
   picked[k + i] = static_cast<int>(as_uint(scores[d]));
 }
 
+}  // namespace MSA_KERNEL_ABI
 }  // namespace msa::cuda::kern

@@ -1,15 +1,13 @@
 // The routing-tier CUDA kernels (cuda/routing_kernels.cuh, topk.cuh, page_gather.cuh) compiled as host C++ and
-// run under a CPU emulation of CUDA thread blocks (cooperative fibers: every thread of a block runs to its next
-// __syncthreads(), then the next round starts; dynamic shared memory is poisoned with 0xff bytes before each
-// block, so reading a byte the kernel did not write shows up as NaN / garbage in the results), against the
-// CPU twins — no GPU needed, so CI runs it on every build with the CUDA toolkit:
+// run under the CPU emulation of CUDA thread blocks of emu/block_emulator.h (cooperative fibers: every thread
+// of a block runs to its next barrier; shared memory is poisoned with 0xff bytes before each block, so reading
+// a byte the kernel did not write shows up as NaN / garbage in the results), against the CPU
+// twins — no GPU needed, so CI runs it on every build with the CUDA toolkit:
 //   scan + query prep + chunk->document reduction vs msa::score_documents (f32 / bf16 / int8 keys, GQA groups
 //   1..4, head_dim 7..128 — all three global-load paths —, 1 and several row passes, every reduction) within
 //   1e-5 x sum|q||k|; the top-k radix keys sorted on the host vs msa::select_top_k (exact); the page decode
 //   vs msa::decode_rows (bit for bit). Launch plans come from the same plan_route() as the device path.
 #define MSA_KERNEL_EMULATION 1
-
-#include <ucontext.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,110 +15,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
-// ------------------------------------------------------------------------------------ the emulated CUDA bits
-struct __attribute__((may_alias, aligned(16))) float4 {
-  float x, y, z, w;
-};
-struct __attribute__((may_alias, aligned(16))) uint4 {
-  uint32_t x, y, z, w;
-};
-struct __attribute__((may_alias, aligned(8))) uint2 {
-  uint32_t x, y;
-};
-struct __attribute__((may_alias, aligned(4))) char4 {
-  signed char x, y, z, w;
-};
-inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
-inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
-
-namespace msa_emu {
-
-struct Dim3 {
-  unsigned x = 1, y = 1, z = 1;
-};
-inline Dim3 threadIdx, blockIdx, blockDim, gridDim;
-
-namespace detail {
-struct Fiber {
-  ucontext_t ctx{};
-  std::vector<char> stack;
-  bool done = false;
-  bool at_barrier = false;
-};
-inline ucontext_t sched{};
-inline std::vector<Fiber> fibers;
-inline int current = 0;
-inline const std::function<void()>* body = nullptr;
-inline std::vector<unsigned char> smem;
-inline unsigned char* smem_aligned = nullptr;
-inline void entry() {
-  (*body)();
-  fibers[static_cast<size_t>(current)].done = true;  // returns to `sched` through uc_link
-}
-}  // namespace detail
-
-inline unsigned char* shared_memory() { return detail::smem_aligned; }
-
-inline void syncthreads() {
-  detail::Fiber& f = detail::fibers[static_cast<size_t>(detail::current)];
-  f.at_barrier = true;
-  swapcontext(&f.ctx, &detail::sched);
-}
-
-// Runs body for every thread of every block (1-D grid and block), blocks one after another.
-inline void launch(unsigned grid, unsigned block, size_t smem_bytes, const std::function<void()>& body) {
-  using namespace detail;
-  detail::body = &body;
-  gridDim.x = grid;
-  blockDim.x = block;
-  fibers.resize(block);
-  for (Fiber& f : fibers) {
-    if (f.stack.empty()) f.stack.resize(256 * 1024);
-  }
-  for (unsigned b = 0; b < grid; ++b) {
-    blockIdx.x = b;
-    smem.assign(smem_bytes + 16, 0xff);  // poison
-    smem_aligned = smem.data() + (16 - reinterpret_cast<uintptr_t>(smem.data()) % 16) % 16;
-    for (Fiber& f : fibers) {
-      getcontext(&f.ctx);
-      f.ctx.uc_stack.ss_sp = f.stack.data();
-      f.ctx.uc_stack.ss_size = f.stack.size();
-      f.ctx.uc_link = &sched;
-      makecontext(&f.ctx, entry, 0);
-      f.done = false;
-    }
-    for (;;) {
-      for (unsigned t = 0; t < block; ++t) {
-        Fiber& f = fibers[t];
-        if (f.done) continue;
-        f.at_barrier = false;
-        current = static_cast<int>(t);
-        threadIdx.x = t;
-        swapcontext(&sched, &f.ctx);
-      }
-      unsigned n_done = 0, n_bar = 0;
-      for (const Fiber& f : fibers) {
-        n_done += f.done ? 1 : 0;
-        n_bar += (!f.done && f.at_barrier) ? 1 : 0;
-      }
-      if (n_done == block) break;
-      if (n_done != 0) {
-        std::printf("FAIL: emulation: __syncthreads reached by %u threads while %u exited (divergent barrier)\n",
-                    n_bar, n_done);
-        std::exit(1);
-      }
-    }
-  }
-}
-
-}  // namespace msa_emu
+#include "emu/block_emulator.h"
 
 #include "core/dtype.h"
 #include "memory/memory_bank.h"

@@ -1,8 +1,12 @@
-// Portability layer of the routing-tier kernels (routing_kernels.cuh, topk.cuh, page_gather.cuh): compiled by
-// nvcc they are ordinary CUDA; compiled by a host C++ compiler with MSA_KERNEL_EMULATION defined (tests/gpu/
-// test_routing_emu.cpp) the same kernel source runs on the CPU under a cooperative-fiber emulation of a thread
-// block (threadIdx / blockIdx / __syncthreads / dynamic shared memory), so CI machines without a GPU still
-// execute the kernels' index arithmetic, shared-memory layout and barrier structure.
+// Portability layer of the CUDA kernels kept in portable headers (routing tier: routing_kernels.cuh, topk.cuh,
+// page_gather.cuh; forward ops: ops_elementwise_kernels.cuh, ops_attention_kernels.cuh): compiled by nvcc they
+// are ordinary CUDA; compiled by a host C++ compiler with MSA_KERNEL_EMULATION defined (tests/gpu/
+// test_routing_emu.cpp, test_ops_emu.cpp, over tests/gpu/emu/block_emulator.h) the same kernel source runs on
+// the CPU under a cooperative-fiber emulation of a thread block (threadIdx / blockIdx / __syncthreads /
+// __syncwarp / warp shuffles / static and dynamic shared memory), so CI machines without a GPU still execute
+// the kernels' index arithmetic, shared-memory layout, barrier and warp-reduction structure.
+// Device math (expf, fmaf, fmaxf, sqrtf, double pow/cos/sin) maps to the host libm in the emulation: expf may
+// differ by an ulp or two, as it does between the device and glibc.
 #pragma once
 
 #include <algorithm>
@@ -14,37 +18,82 @@
 
 #if !defined(MSA_KERNEL_EMULATION)
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+// Inline namespace of the kernel headers' code: the emulated kernels get other symbol names than the device
+// kernels' host stubs, so a test binary that links both (msa_cuda) never calls the wrong one.
+#define MSA_KERNEL_ABI device_code
 #define MSA_KERNEL __global__
 #define MSA_DEV __device__ __forceinline__
+#define MSA_DEVICE __device__
 #define MSA_HD __host__ __device__
-#define MSA_LAUNCH_BOUNDS(n) __launch_bounds__(n)
+#define MSA_LAUNCH_BOUNDS(...) __launch_bounds__(__VA_ARGS__)
 #define MSA_SYNC() __syncthreads()
+#define MSA_SYNC_WARP() __syncwarp()
 #define MSA_UNROLL _Pragma("unroll")
 #define MSA_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#define MSA_SHARED(T, name) __shared__ T name
+#define MSA_SHARED_ARRAY(T, name, n) __shared__ T name[n]
 namespace msa::cuda::kern {
 MSA_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
 MSA_DEV uint32_t as_uint(float f) { return __float_as_uint(f); }
 MSA_DEV float add_rn(float a, float b) { return __fadd_rn(a, b); }
 MSA_DEV float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 MSA_DEV float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+// Full-warp butterfly exchange: the value of lane (lane ^ lane_mask).
+template <typename T>
+MSA_DEV T shfl_xor(T v, int lane_mask) {
+  return __shfl_xor_sync(0xffffffffu, v, lane_mask);
+}
+MSA_DEV float bf16_at(const void* p, int64_t i) { return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]); }
+MSA_DEV float f16_at(const void* p, int64_t i) { return __half2float(static_cast<const __half*>(p)[i]); }
+MSA_DEV unsigned long long atomic_min(unsigned long long* p, unsigned long long v) { return atomicMin(p, v); }
 }  // namespace msa::cuda::kern
 
-#else  // host emulation: the including file defines namespace msa_emu (threadIdx, ..., syncthreads(),
-       // shared_memory()) and the CUDA vector types (float4, uint4, uint2, char4, make_*) first.
+#else  // host emulation: the including file includes tests/gpu/emu/block_emulator.h first (namespace msa_emu:
+       // threadIdx, ..., syncthreads(), syncwarp(), shfl_xor(), shared_memory(), static_shared(), and the CUDA
+       // vector types float4, uint4, uint2, char4, make_*).
 
+#include "core/dtype.h"
+
+#define MSA_KERNEL_ABI emulated_code
 #define MSA_KERNEL
 #define MSA_DEV inline
+#define MSA_DEVICE inline
 #define MSA_HD
-#define MSA_LAUNCH_BOUNDS(n)
+#define MSA_LAUNCH_BOUNDS(...)
 #define MSA_SYNC() ::msa_emu::syncthreads()
+#define MSA_SYNC_WARP() ::msa_emu::syncwarp()
 #define MSA_UNROLL
 #define MSA_DYNAMIC_SMEM(name) unsigned char* name = ::msa_emu::shared_memory()
+// Static shared memory: one object per declaration and block, poisoned like the dynamic region (a function-
+// local tag identifies the declaration).
+#define MSA_SHARED(T, name)                                                                               \
+  static char name##_msa_tag;                                                                             \
+  T& name = *static_cast<T*>(::msa_emu::static_shared(&name##_msa_tag, sizeof(T), alignof(T)))
+#define MSA_SHARED_ARRAY(T, name, n)                                                                      \
+  static char name##_msa_tag;                                                                             \
+  T* name = static_cast<T*>(::msa_emu::static_shared(&name##_msa_tag, sizeof(T) * (n), alignof(T)))
 using ::msa_emu::blockDim;
 using ::msa_emu::blockIdx;
 using ::msa_emu::gridDim;
 using ::msa_emu::threadIdx;
 namespace msa::cuda::kern {
+using std::max;  // CUDA's min / max overloads
+using std::min;
+template <typename T>
+inline T shfl_xor(T v, int lane_mask) {
+  return ::msa_emu::shfl_xor(v, lane_mask);
+}
+inline float bf16_at(const void* p, int64_t i) { return bf16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+inline float f16_at(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+// Fibers are not preemptive: a read-modify-write is atomic.
+inline unsigned long long atomic_min(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  if (v < old) *p = v;
+  return old;
+}
 inline float as_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, 4);
