@@ -276,7 +276,7 @@ int main(int argc, char **argv) {
     memset(&u, 0xEE, sizeof u);
     u.struct_size = 56;
     CHECK(msa_memory_stats(mem, &u) == MSA_OK && u.struct_size == 56 && u.n_documents == 1);
-    CHECK(all_zero((const unsigned char *)&u + 56, 0) && ((const unsigned char *)&u)[56] == 0xEE);
+    CHECK(((const unsigned char *)&u)[56] == 0xEE); /* nothing written past the caller's 56 bytes */
     u.struct_size = 60;
     CHECK(msa_memory_stats(mem, &u) == MSA_ERR_INVALID_ARGUMENT);
   }
