@@ -3,7 +3,9 @@
  *
  * Conventions (see docs/ARCHITECTURE.md):
  *  - Every fallible function returns msa_status (MSA_OK == 0). On failure, msa_last_error() returns a
- *    message for the calling thread (valid until that thread's next libmsa call).
+ *    message for the calling thread (valid until that thread's next libmsa call). Each function lists the
+ *    codes its input can cause; any of them may also return MSA_ERR_OUT_OF_MEMORY (an allocation failed)
+ *    and MSA_ERR_INTERNAL (a bug in libmsa). tests/e2e/test_error_codes_c99.c checks every listed code.
  *  - Opaque handles are created by msa_*_load/create and released by the matching msa_*_free, which
  *    accepts NULL.
  *  - Parameter structs begin with `uint32_t struct_size` and are passed by pointer; fill them with
