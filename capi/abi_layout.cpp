@@ -23,8 +23,27 @@ namespace {
 #define MSA_ABI_FIELD(T, f, off, size, ...) \
   static_assert(std::is_same<decltype(T::f), __VA_ARGS__>::value, #T "::" #f ": type changed")
 #endif
-// A size-tagged struct is never smaller than its first release.
-#define MSA_ABI_GROWS(T) static_assert(sizeof(T) >= kFirstReleaseSize<T>, #T ": may only grow (append fields)")
+// A size-tagged struct only grows: its released layout sizes (capi_internal.h Layouts<T>) strictly increase,
+// start at the first release's size (never 0) and end at the current sizeof, so a new field must be
+// recorded there as a new layout.
+template <typename T>
+constexpr bool layouts_grow() {
+  for (size_t i = 1; i < Layouts<T>::count; ++i)
+    if (Layouts<T>::sizes[i] <= Layouts<T>::sizes[i - 1]) return false;
+  return true;
+}
+#define MSA_ABI_GROWS(T)                                                                                  \
+  static_assert(kFirstReleaseSize<T> > sizeof(uint32_t), #T ": no first-release size recorded");          \
+  static_assert(layouts_grow<T>(), #T ": layout sizes must strictly increase (fields are only appended)"); \
+  MSA_ABI_CURRENT_SIZE(T)
+#if defined(__LP64__) && (defined(__x86_64__) || defined(__aarch64__))
+// (the recorded sizes are those of the LP64 ABIs)
+#define MSA_ABI_CURRENT_SIZE(T)                                          \
+  static_assert(Layouts<T>::sizes[Layouts<T>::count - 1] == sizeof(T), \
+                #T ": sizeof changed: append the new size to Layouts<" #T "> in capi_internal.h")
+#else
+#define MSA_ABI_CURRENT_SIZE(T)
+#endif
 
 // msa_model_params
 MSA_ABI_GROWS(msa_model_params);
@@ -183,6 +202,7 @@ static_assert(std::is_same<msa_logits_callback,
 
 #undef MSA_ABI_FIELD
 #undef MSA_ABI_GROWS
+#undef MSA_ABI_CURRENT_SIZE
 
 }  // namespace
 }  // namespace msa::capi

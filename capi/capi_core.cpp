@@ -106,28 +106,35 @@ MSA_API msa_status msa_params_init(msa_params_kind kind_arg, void* params, size_
   const int kind = enum_value(kind_arg);
   return msa::capi::guarded("msa_params_init", [&]() -> msa_status {
     MSA_CHECK_ARG(params, "msa_params_init", "params is NULL");
-    MSA_CHECK_ARG(struct_size >= sizeof(uint32_t) && struct_size <= UINT32_MAX, "msa_params_init",
-                  "struct_size must be at least sizeof(uint32_t)");
+    MSA_CHECK_ARG(struct_size <= UINT32_MAX, "msa_params_init", "struct_size does not fit in uint32_t");
+    const uint32_t size = static_cast<uint32_t>(struct_size);
+    // Only the size of a layout some header declared (or a newer, larger one): the struct filled here must
+    // be accepted by every function taking that kind.
+    auto fill = [&](auto defaults) -> msa_status {
+      using T = decltype(defaults);
+      if (!msa::capi::is_layout_size<T>(size)) return msa::capi::fail_struct_size<T>("msa_params_init", "params", size);
+      return msa::capi::fill_defaults(params, struct_size, defaults);
+    };
     switch (kind) {
       case MSA_PARAMS_MODEL: {
         msa_model_params p;
         msa_model_params_init(&p);
-        return msa::capi::fill_defaults(params, struct_size, p);
+        return fill(p);
       }
       case MSA_PARAMS_CHECKPOINT: {
         msa_checkpoint_params p;
         msa_checkpoint_params_init(&p);
-        return msa::capi::fill_defaults(params, struct_size, p);
+        return fill(p);
       }
       case MSA_PARAMS_MEMORY: {
         msa_memory_params p;
         msa_memory_params_init(&p);
-        return msa::capi::fill_defaults(params, struct_size, p);
+        return fill(p);
       }
       case MSA_PARAMS_GENERATE: {
         msa_generate_params p;
         msa_generate_params_init(&p);
-        return msa::capi::fill_defaults(params, struct_size, p);
+        return fill(p);
       }
     }
     return msa::capi::fail(MSA_ERR_INVALID_ARGUMENT,

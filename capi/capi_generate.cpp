@@ -1,4 +1,6 @@
 // msa.h, "generation": msa_generate (stages 2-3 + Memory Interleave), msa_route, and msa_result accessors.
+#include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -6,6 +8,7 @@
 #include "capi_internal.h"
 #include "capi_memory.h"
 #include "capi_model.h"
+#include "core/limits.h"
 #include "engine/session.h"
 
 using msa::capi::fail;
@@ -65,7 +68,36 @@ msa_status check_common(const char* fn, const msa_model* model, const msa_memory
   if (msa_status st = msa::capi::copy_params(params, p, fn)) return st;
   if (memory && memory->model->model.get() != model->model.get())
     return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": the memory bank was built for another model");
-  MSA_CHECK_ARG(p->top_k > 0, fn, "top_k must be > 0");
+  if (p->top_k <= 0) return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": params->top_k must be > 0, got " +
+                                                               std::to_string(p->top_k));
+  // first_position < 0 is the default (3 + top_k); a larger one must still leave room for the prompt, which
+  // the session checks against the context limit (MSA_ERR_CONTEXT_OVERFLOW).
+  return MSA_OK;
+}
+
+std::string num(float x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(x));
+  return buf;
+}
+
+// The fields only msa_generate uses (msa_route ignores them).
+msa_status check_generate_fields(const char* fn, const msa_generate_params& p) {
+  const std::string f = std::string(fn) + ": params->";
+  if (p.max_new_tokens <= 0)
+    return fail(MSA_ERR_INVALID_ARGUMENT, f + "max_new_tokens must be > 0, got " + std::to_string(p.max_new_tokens));
+  if (p.max_rounds <= 0 || p.max_rounds > msa::limits::kMaxRounds)
+    return fail(MSA_ERR_INVALID_ARGUMENT, f + "max_rounds must be in [1, MSA_MAX_ROUNDS = " +
+                                              std::to_string(msa::limits::kMaxRounds) + "], got " +
+                                              std::to_string(p.max_rounds));
+  if (std::isnan(p.temperature) || std::isinf(p.temperature))
+    return fail(MSA_ERR_INVALID_ARGUMENT,
+                f + "temperature must be finite (< 0: generation_config.json, 0: greedy), got " + num(p.temperature));
+  if (std::isnan(p.top_p) || (p.top_p >= 0 && !(p.top_p > 0 && p.top_p <= 1)))
+    return fail(MSA_ERR_INVALID_ARGUMENT,
+                f + "top_p must be in (0, 1] (or < 0: generation_config.json), got " + num(p.top_p));
+  // sampling_top_k: every value is meaningful (< 0: generation_config.json, 0: off, k >= vocab: everything);
+  // seed: any; interleave: a flag.
   return MSA_OK;
 }
 
@@ -95,8 +127,7 @@ MSA_API msa_status msa_generate(const msa_model* model, const msa_memory* memory
     const char* fn = "msa_generate";
     msa_generate_params p;
     if (msa_status st = check_common(fn, model, memory, prompt, out_result, params, &p)) return st;
-    MSA_CHECK_ARG(p.max_new_tokens > 0, fn, "max_new_tokens must be > 0");
-    MSA_CHECK_ARG(p.max_rounds > 0, fn, "max_rounds must be > 0");
+    if (msa_status st = check_generate_fields(fn, p)) return st;
     const msa::Model& m = *model->model;
     msa::GenerateOptions o;
     o.mode = (p.interleave && memory) ? msa::GenerateMode::kInterleave : msa::GenerateMode::kPlain;

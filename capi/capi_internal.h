@@ -50,35 +50,78 @@ void copy_cstr(char (&dst)[N], const std::string& src) {
   dst[n] = '\0';
 }
 
-// Size in bytes of each size-tagged struct as first released (libmsa 0.1.0). Fields are only appended, so
-// these never change; capi/abi_layout.cpp asserts every field's offset, size and type against them. Output
-// structs (filled by the library) must be at least this large; a params struct may be smaller (older).
+// The sizes (sizeof) of every layout of each size-tagged struct that libmsa has shipped, oldest first; the
+// last one is the current sizeof. Fields are only appended, so an entry is never changed or removed; a new
+// field appends the new sizeof here. capi/abi_layout.cpp asserts every field's offset, size and type, and
+// that the last entry is sizeof(T). A struct_size that is none of these and smaller than sizeof(T) is not a
+// struct any header ever declared (e.g. 6: half a field) and is refused (MSA_ERR_INVALID_ARGUMENT).
 template <typename T>
-inline constexpr uint32_t kFirstReleaseSize = 0;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_model_params> = 16;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_model_desc> = 144;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_checkpoint_params> = 40;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_tokenizer_desc> = 28;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_memory_params> = 8;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_memory_usage> = 56;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_generate_params> = 48;
-template <> inline constexpr uint32_t kFirstReleaseSize<msa_timings> = 64;
+struct Layouts;  // no definition: a size-tagged struct without an entry fails to compile
+#define MSA_CAPI_LAYOUTS(T, ...)                                   \
+  template <>                                                      \
+  struct Layouts<T> {                                              \
+    static constexpr uint32_t sizes[] = {__VA_ARGS__};             \
+    static constexpr size_t count = sizeof(sizes) / sizeof(sizes[0]); \
+  }
+MSA_CAPI_LAYOUTS(msa_model_params, 16);
+MSA_CAPI_LAYOUTS(msa_model_desc, 144);
+MSA_CAPI_LAYOUTS(msa_checkpoint_params, 40);
+MSA_CAPI_LAYOUTS(msa_tokenizer_desc, 28);
+MSA_CAPI_LAYOUTS(msa_memory_params, 8, 16);     // 8: batch_tokens only; 16: + page_dtype, verify_on_open
+MSA_CAPI_LAYOUTS(msa_memory_usage, 56, 80);     // 80: + n_removed, content_file_bytes, page_dtype
+MSA_CAPI_LAYOUTS(msa_memory_file_desc, 192);
+MSA_CAPI_LAYOUTS(msa_generate_params, 48, 64);  // 64: + logits_callback, logits_user_data
+MSA_CAPI_LAYOUTS(msa_timings, 64);
+#undef MSA_CAPI_LAYOUTS
+
+// Size of the struct as first released (libmsa 0.1.0): no caller struct is smaller.
+template <typename T>
+inline constexpr uint32_t kFirstReleaseSize = Layouts<T>::sizes[0];
+
+// True when `size` is the size of a released layout of T, or at least the current sizeof(T) (a newer
+// layout: the caller's tail past sizeof(T) is handled by the caller of this function).
+template <typename T>
+constexpr bool is_layout_size(uint32_t size) {
+  if (size >= sizeof(T)) return true;
+  for (size_t i = 0; i < Layouts<T>::count; ++i)
+    if (Layouts<T>::sizes[i] == size) return true;
+  return false;
+}
+
+// The released layout sizes of T as "a, b or c", for error messages.
+template <typename T>
+inline std::string layout_sizes_text() {
+  std::string s;
+  for (size_t i = 0; i < Layouts<T>::count; ++i) {
+    if (i > 0) s += i + 1 == Layouts<T>::count ? " or " : ", ";
+    s += std::to_string(Layouts<T>::sizes[i]);
+  }
+  return s;
+}
+
+// The refusal of a struct_size that is no layout of T.
+template <typename T>
+inline msa_status fail_struct_size(const char* fn, const char* what, uint32_t size) {
+  return fail(MSA_ERR_INVALID_ARGUMENT,
+              std::string(fn) + ": " + what + "->struct_size " + std::to_string(size) +
+                  " is not the size of any version of the struct (this library knows " + layout_sizes_text<T>() +
+                  " bytes, or larger for a newer header; set it to sizeof)");
+}
 
 // Copies a filled output struct to the caller's, honouring the caller's struct_size: an older (smaller)
-// struct receives the fields it has (it must be at least the first release's size); a newer (larger) one
-// receives every field this library knows and zeros up to its struct_size. On return out->struct_size is
-// the number of bytes this library filled.
+// released layout receives the fields it has; a newer (larger) one receives every field this library knows
+// and zeros up to its struct_size. Any other size (smaller than the first release, or between two layouts)
+// is refused. On return out->struct_size is the number of bytes this library filled.
 template <typename T>
 inline msa_status fill_output(T* out, T filled, const char* fn) {
   if (!out) return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": output struct is NULL");
   const uint32_t caller = out->struct_size;
-  if (caller < kFirstReleaseSize<T>)
-    return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": struct_size " + std::to_string(caller) +
-                                              " is smaller than any released version of the struct (set it to sizeof)");
+  if (!is_layout_size<T>(caller)) return fail_struct_size<T>(fn, "the output struct", caller);
   const uint32_t n = caller < sizeof(T) ? caller : static_cast<uint32_t>(sizeof(T));
   filled.struct_size = n;
   std::memcpy(out, &filled, n);
   if (caller > n) std::memset(reinterpret_cast<unsigned char*>(out) + n, 0, caller - n);
+  clear_last_error();
   return MSA_OK;
 }
 
@@ -94,14 +137,14 @@ inline msa_status fill_defaults(void* out, size_t size, T defaults) {
   return MSA_OK;
 }
 
-// Copies the caller's struct into a default-initialised one, honouring the caller's struct_size (an older,
-// smaller struct leaves the newer fields at their defaults; a larger one is accepted only when the unknown
-// tail is zero).
+// Copies the caller's struct into a default-initialised one, honouring the caller's struct_size: an older
+// released layout leaves the newer fields at their defaults; a larger one is accepted only when the unknown
+// tail is zero; any other size (0, smaller than the first release, or between two layouts) is refused.
 template <typename T>
 inline msa_status copy_params(const T* in, T* out, const char* fn) {
   if (!in) return MSA_OK;
   uint32_t n = in->struct_size;
-  if (n < sizeof(uint32_t)) return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": params->struct_size is 0");
+  if (!is_layout_size<T>(n)) return fail_struct_size<T>(fn, "params", n);
   if (n > sizeof(T)) {
     const unsigned char* tail = reinterpret_cast<const unsigned char*>(in) + sizeof(T);
     for (uint32_t i = 0; i < n - sizeof(T); ++i)

@@ -11,6 +11,7 @@
 #include "capi_internal.h"
 #include "capi_memory.h"
 #include "capi_model.h"
+#include "core/limits.h"
 #include "engine/encoder.h"
 #include "engine/engine_common.h"
 #include "memory/bank_fingerprint.h"
@@ -70,6 +71,11 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
     MSA_CHECK_ARG(memory, fn, "memory is NULL");
     MSA_CHECK_ARG(n_docs > 0, fn, "the document list is empty (n_docs == 0)");
     MSA_CHECK_ARG(docs, fn, "docs is NULL");
+    if (n_docs > static_cast<uint64_t>(msa::limits::kMaxDocumentsPerCall))
+      return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_docs " + std::to_string(n_docs) +
+                                                " is more than MSA_MAX_DOCUMENTS_PER_CALL (" +
+                                                std::to_string(msa::limits::kMaxDocumentsPerCall) +
+                                                "); add the documents in several calls");
     std::vector<std::string_view> texts;
     std::vector<uint64_t> ids;
     texts.reserve(n_docs);
@@ -172,6 +178,11 @@ MSA_API msa_status msa_memory_remove_documents(msa_memory* memory, const uint64_
     const char* fn = "msa_memory_remove_documents";
     MSA_CHECK_ARG(memory, fn, "memory is NULL");
     MSA_CHECK_ARG(ids || n_ids == 0, fn, "ids is NULL");
+    if (n_ids > static_cast<uint64_t>(msa::limits::kMaxDocumentsPerCall))
+      return fail(MSA_ERR_INVALID_ARGUMENT, std::string(fn) + ": n_ids " + std::to_string(n_ids) +
+                                                " is more than MSA_MAX_DOCUMENTS_PER_CALL (" +
+                                                std::to_string(msa::limits::kMaxDocumentsPerCall) +
+                                                "); remove the documents in several calls");
     return to_c(memory->bank->remove(std::vector<uint64_t>(ids, ids + n_ids)));
   });
 }
@@ -206,8 +217,9 @@ MSA_API msa_status msa_memory_file_info(const char* path, int verify, msa_memory
     const char* fn = "msa_memory_file_info";
     MSA_CHECK_ARG(path && *path, fn, "path is NULL or empty");
     MSA_CHECK_ARG(desc, fn, "desc is NULL");
-    MSA_CHECK_ARG(desc->struct_size >= offsetof(msa_memory_file_desc, aux_loss_method) + 32, fn,
-                  "desc->struct_size is smaller than sizeof(msa_memory_file_desc)");
+    // Checked before the files are read: a bad size is an argument error whatever the directory holds.
+    if (!msa::capi::is_layout_size<msa_memory_file_desc>(desc->struct_size))
+      return msa::capi::fail_struct_size<msa_memory_file_desc>(fn, "desc", desc->struct_size);
     msa::BankFiles bf;
     msa::Status s = msa::read_bank_files(path, verify != 0, &bf);
     if (!s.ok()) return fail(s);
@@ -215,7 +227,6 @@ MSA_API msa_status msa_memory_file_info(const char* path, int verify, msa_memory
     const msa::bankfmt::Fingerprint& f = m.fp;
     msa_memory_file_desc d;
     std::memset(&d, 0, sizeof d);
-    d.struct_size = desc->struct_size < sizeof d ? desc->struct_size : static_cast<uint32_t>(sizeof d);
     d.format_version = static_cast<int32_t>(msa::bankfmt::kFormatVersion);
     d.page_dtype = static_cast<int32_t>(f.page_dtype);
     d.n_segments = static_cast<int32_t>(bf.segments.size());
@@ -255,8 +266,8 @@ MSA_API msa_status msa_memory_file_info(const char* path, int verify, msa_memory
     d.tokenizer_xxh64 = f.tokenizer_xxh64;
     d.weights_digest = f.weights_digest;
     msa::capi::copy_cstr(d.aux_loss_method, std::string(f.aux_loss_method, strnlen(f.aux_loss_method, 32)));
-    std::memcpy(desc, &d, d.struct_size);
-    return to_c(msa::Status::Ok());
+    // Up to the caller's struct_size; a newer, larger struct gets its unknown tail zeroed.
+    return msa::capi::fill_output(desc, d, fn);
   });
 }
 

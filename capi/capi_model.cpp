@@ -4,6 +4,7 @@
 
 #include "capi_internal.h"
 #include "capi_model.h"
+#include "core/limits.h"
 #include "model/forward.h"
 #include "model/init_model.h"
 #include "tokenizer/tokenizer.h"
@@ -34,11 +35,10 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     if (p.backend == MSA_BACKEND_CUDA)
       return fail(MSA_ERR_UNSUPPORTED, "msa_model_load: the CUDA backend has no forward yet; use MSA_BACKEND_CPU");
     MSA_CHECK_ARG(p.backend == MSA_BACKEND_CPU, "msa_model_load", "unknown backend value");
-    MSA_CHECK_ARG(p.n_threads >= 0, "msa_model_load", "n_threads < 0");
-    if (p.n_threads > MSA_MAX_THREADS)
-      return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: n_threads = " + std::to_string(p.n_threads) +
-                                                " is more than MSA_MAX_THREADS (" +
-                                                std::to_string(MSA_MAX_THREADS) + ")");
+    if (p.n_threads < 0 || p.n_threads > msa::limits::kMaxThreads)
+      return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: params->n_threads must be in [0, MSA_MAX_THREADS = " +
+                                                std::to_string(msa::limits::kMaxThreads) + "] (0: the shared pool), got " +
+                                                std::to_string(p.n_threads));
     msa::ModelLoadOptions opts;
     opts.load_tokenizer = p.load_tokenizer != 0;
     auto handle = std::make_unique<msa_model>();

@@ -3,17 +3,21 @@
  *
  * Conventions (see docs/ARCHITECTURE.md):
  *  - Every fallible function returns msa_status (MSA_OK == 0). On failure, msa_last_error() returns a
- *    message for the calling thread (valid until that thread's next libmsa call).
+ *    message for the calling thread (valid until that thread's next libmsa call). Each function lists the
+ *    codes its input can cause; any of them may also return MSA_ERR_OUT_OF_MEMORY (an allocation failed)
+ *    and MSA_ERR_INTERNAL (a bug in libmsa). tests/e2e/test_error_codes_c99.c checks every listed code.
  *  - Opaque handles are created by msa_*_load/create and released by the matching msa_*_free, which
  *    accepts NULL.
  *  - Parameter structs begin with `uint32_t struct_size` and are passed by pointer; fill them with
  *    msa_params_init(kind, &params, sizeof params) (it never writes past sizeof params, also when the
  *    loaded library is newer) or msa_*_params_init(), then change fields. Fields are only ever appended.
- *    The library accepts a smaller (older) struct, treating the fields past struct_size as their defaults,
- *    and a larger (newer) one only when every byte it does not know is zero (else MSA_ERR_INVALID_ARGUMENT).
+ *    The library accepts an older struct (struct_size = the sizeof of a released layout), treating the fields
+ *    past struct_size as their defaults, and a larger (newer) one only when every byte it does not know is
+ *    zero; any other struct_size (0, 6: half a field, one between two layouts) is MSA_ERR_INVALID_ARGUMENT.
  *  - Output structs (msa_*_desc, msa_memory_usage, msa_timings): the caller sets
- *    struct_size to sizeof; the library fills the fields it knows up to that size and sets struct_size to
- *    the number of bytes it filled.
+ *    struct_size to sizeof; the library fills the fields it knows up to that size, zeroes the bytes of a
+ *    newer, larger struct past its own, and sets struct_size to the number of bytes it filled. A struct_size
+ *    that is neither a released layout's size nor at least the library's is MSA_ERR_INVALID_ARGUMENT.
  *  - Thread-safety is stated per function. "Thread-safe" means the call may run concurrently with any
  *    other call on the same objects, except their msa_*_free.
  *  - No exception, abort or exit crosses this boundary.
@@ -141,7 +145,8 @@ typedef enum msa_params_kind {
  * copy of the layout). Unlike msa_*_params_init, which write the library's sizeof, it never writes past
  * struct_size, so a program or binding built against an older, smaller struct stays safe with a newer
  * library; the struct it fills is accepted by every function taking that kind.
- * Errors: MSA_ERR_INVALID_ARGUMENT (NULL params, unknown kind, struct_size < sizeof(uint32_t)).
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL params, unknown kind, a struct_size that is not the size of a released
+ * layout of the struct and is smaller than the library's own).
  * Thread-safe. */
 MSA_API msa_status msa_params_init(msa_params_kind kind, void *params, size_t struct_size);
 
@@ -204,8 +209,8 @@ typedef struct msa_model_desc {
   char aux_loss_method[32];  /* as written in msa_config, truncated */
 } msa_model_desc;
 
-/* Fills `info` up to info->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or struct_size
- * smaller than the first release's size). Thread-safe. */
+/* Fills `info` up to info->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that is
+ * no released layout's size, see the conventions above). Thread-safe. */
 MSA_API msa_status msa_model_info(const msa_model *model, msa_model_desc *info);
 
 /* Computes the logits of the last position of `tokens` (a plain causal forward of the backbone, positions
@@ -285,8 +290,8 @@ MSA_API msa_status msa_tokenizer_load(const char *tokenizer_json_path, msa_token
 MSA_API void msa_tokenizer_free(msa_tokenizer *tokenizer);
 
 /* Fills `info` up to info->struct_size bytes (set it to sizeof(msa_tokenizer_desc); fields are only ever
- * appended). Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or struct_size smaller than the first release's
- * size). Thread-safe. */
+ * appended). Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that is no released layout's size).
+ * Thread-safe. */
 MSA_API msa_status msa_tokenizer_info(const msa_tokenizer *tokenizer, msa_tokenizer_desc *info);
 
 /* Tokenizes text[0..text_len) into out_ids[0..cap); *out_n_ids receives the number of ids (also when it
@@ -321,8 +326,8 @@ MSA_API msa_status msa_tokenizer_token_to_id(const msa_tokenizer *tokenizer, con
  * do not free it. Thread-safe. */
 MSA_API const msa_tokenizer *msa_model_tokenizer(const msa_model *model);
 
-/* msa_tokenizer_tokenize / _detokenize / _token_to_piece on msa_model_tokenizer(model). Additional error:
- * MSA_ERR_TOKENIZER when the model has no tokenizer. Thread-safe. */
+/* msa_tokenizer_tokenize / _detokenize / _token_to_piece on msa_model_tokenizer(model). Additional errors:
+ * MSA_ERR_INVALID_ARGUMENT for a NULL model, MSA_ERR_TOKENIZER when the model has no tokenizer. Thread-safe. */
 MSA_API msa_status msa_tokenize(const msa_model *model, const char *text, size_t text_len, int add_special,
                                 int32_t *out_ids, size_t cap, size_t *out_n_ids);
 MSA_API msa_status msa_detokenize(const msa_model *model, const int32_t *ids, size_t n_ids, int skip_special,
@@ -475,8 +480,9 @@ typedef struct msa_memory_file_desc {
 } msa_memory_file_desc;
 
 /* Reads and checks the bank directory `path` without a model: manifest, segment headers, tables and routing
- * keys always; every content page too when `verify` is non-zero. Fills `desc` (up to desc->struct_size).
- * Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_TRUNCATED, MSA_ERR_CORRUPT (message names the file
+ * keys always; every content page too when `verify` is non-zero. Fills `desc` (up to desc->struct_size; a
+ * newer, larger struct gets its unknown tail zeroed). Errors: MSA_ERR_INVALID_ARGUMENT (NULL, a struct_size
+ * that is no released layout's size), MSA_ERR_IO, MSA_ERR_TRUNCATED, MSA_ERR_CORRUPT (message names the file
  * and the section), MSA_ERR_UNSUPPORTED. Thread-safe. */
 MSA_API msa_status msa_memory_file_info(const char *path, int verify, msa_memory_file_desc *desc);
 
@@ -515,7 +521,8 @@ typedef struct msa_memory_usage {
   int32_t page_dtype;     /* msa_page_dtype */
 } msa_memory_usage;
 
-/* Fills `usage`. Errors: MSA_ERR_INVALID_ARGUMENT. Thread-safe (shared lock). */
+/* Fills `usage` up to usage->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that
+ * is no released layout's size). Thread-safe (shared lock). */
 MSA_API msa_status msa_memory_stats(const msa_memory *memory, msa_memory_usage *usage);
 
 /* ================================================================ generation
@@ -530,8 +537,9 @@ MSA_API msa_status msa_memory_stats(const msa_memory *memory, msa_memory_usage *
  * every sampling step before the sampler and may change them in place — -INFINITY forbids a token, leaving a
  * single finite logit forces it. `round` is the 1-based interleave round (1 in plain mode), `round_step` the
  * tokens sampled before this one in the round, `step` those sampled before it in the call. Return non-zero
- * to stop (the call returns MSA_ERR_CANCELLED with what was generated so far). Called on the calling thread;
- * `logits` is valid only during the call. */
+ * to stop (the call returns MSA_ERR_CANCELLED with what was generated so far). A callback that leaves no
+ * allowed token (every logit NaN or -INFINITY) makes the call fail with MSA_ERR_INVALID_ARGUMENT. Called on
+ * the calling thread; `logits` is valid only during the call. */
 typedef int (*msa_logits_callback)(int32_t round, int64_t round_step, int64_t step, float *logits,
                                    int64_t n_vocab, void *user_data);
 
@@ -544,7 +552,7 @@ typedef struct msa_generate_params {
   int32_t sampling_top_k; /* used when temperature > 0; < 0 (default): generation_config.json; 0: off */
   uint64_t seed;          /* sampling seed (default 0) */
   int32_t interleave;     /* non-zero (default): Memory Interleave; 0: plain routing + decoding */
-  int32_t max_rounds;     /* interleave rounds per call (default 4) */
+  int32_t max_rounds;     /* interleave rounds per call (default 4), 1..MSA_MAX_ROUNDS */
   int32_t first_position; /* RoPE position of the first prompt token; < 0 (default): 3 + top_k */
   msa_logits_callback logits_callback; /* constrained decoding (msa_generate only); NULL (default): none */
   void *logits_user_data;              /* passed to logits_callback */
@@ -564,10 +572,13 @@ typedef struct msa_result msa_result;
 /* Generates an answer to `prompt` (UTF-8, NUL-terminated). `memory` may be NULL (plain generation, no
  * routing, no interleave). `params` may be NULL for defaults; `on_token` may be NULL. On success and on
  * MSA_ERR_CANCELLED, *out_result owns a result (free it with msa_result_free); otherwise it is NULL.
- * Errors: MSA_ERR_INVALID_ARGUMENT (NULL model/prompt/out_result, an empty prompt, top_k <= 0,
- * max_new_tokens <= 0, max_rounds <= 0, bad sampling values, a bank of another model), MSA_ERR_INVALID_UTF8,
- * MSA_ERR_CONTEXT_OVERFLOW (the prompt does not fit the model's positions), MSA_ERR_CANCELLED,
- * MSA_ERR_TOKENIZER (model loaded without tokenizer), MSA_ERR_OUT_OF_MEMORY.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL model/prompt/out_result, an empty prompt, bad params: struct_size,
+ * top_k <= 0, max_new_tokens <= 0, max_rounds outside [1, MSA_MAX_ROUNDS], a temperature that is not finite,
+ * top_p outside (0, 1] and not < 0; a bank of another model; a logits callback that leaves no allowed
+ * token), MSA_ERR_INVALID_UTF8, MSA_ERR_CONTEXT_OVERFLOW (the prompt is more than MSA_MAX_PROMPT_TOKENS
+ * tokens or does not fit the model's positions from first_position), MSA_ERR_CANCELLED, MSA_ERR_TOKENIZER
+ * (model loaded without tokenizer), MSA_ERR_CORRUPT (a content page of an opened bank fails its checksum when
+ * read), MSA_ERR_OUT_OF_MEMORY.
  * Thread-safe: several calls may share a model and a bank (each has its own state); the bank's readers'
  * lock is held for the call, so msa_memory_add_documents on the same bank waits for it. */
 MSA_API msa_status msa_generate(const msa_model *model, const msa_memory *memory, const char *prompt,
@@ -576,8 +587,9 @@ MSA_API msa_status msa_generate(const msa_model *model, const msa_memory *memory
 
 /* Retrieval only: routes `prompt` in every router layer (stage 2 without decoding) and returns the top-k
  * documents and the scores of every layer in a result (free it with msa_result_free; NULL on failure).
- * Uses params->top_k and first_position only. Errors: as msa_generate, and MSA_ERR_INVALID_ARGUMENT when
- * `memory` is NULL. Thread-safe, as msa_generate. */
+ * Uses params->top_k and first_position only (the other fields are not checked). Errors: as msa_generate
+ * (content pages are not read: no MSA_ERR_CORRUPT), and MSA_ERR_INVALID_ARGUMENT when `memory` is NULL.
+ * Thread-safe, as msa_generate. */
 MSA_API msa_status msa_route(const msa_model *model, const msa_memory *memory, const char *prompt,
                              const msa_generate_params *params, msa_result **out_result);
 
@@ -618,7 +630,7 @@ typedef struct msa_timings {
 } msa_timings;
 
 /* Fills `timings` up to timings->struct_size bytes (set it to sizeof). Errors: MSA_ERR_INVALID_ARGUMENT
- * (NULL, or struct_size smaller than the first release's size). Thread-safe. */
+ * (NULL, or a struct_size that is no released layout's size). Thread-safe. */
 MSA_API msa_status msa_result_timings(const msa_result *result, msa_timings *timings);
 
 /* Why generation stopped: "eos", "max_new_tokens", "context_limit", "max_rounds", "cancelled", "answer",

@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/limits.h"
 #include "engine/engine_common.h"
 #include "tokenizer/templates.h"
 #include "tokenizer/tokenizer.h"
@@ -162,12 +163,29 @@ bool contains(std::string_view s, std::string_view what) { return s.find(what) !
 
 Status check_common(const Model& model, std::string_view question, int64_t doc_top_k) {
   if (model.tokenizer() == nullptr) {
-    return Error(StatusCode::kInvalidArgument, "the model was loaded without its tokenizer; generation needs it");
+    return Error(StatusCode::kTokenizer, "the model was loaded without its tokenizer; generation needs it");
   }
   if (question.empty()) return Error(StatusCode::kInvalidArgument, "the question is empty");
   if (!tok::utf8_is_valid(question)) return Error(StatusCode::kInvalidUtf8, "the question is not valid UTF-8");
   if (doc_top_k <= 0) return Error(StatusCode::kInvalidArgument, "doc_top_k must be > 0, got ", doc_top_k);
   return Status::Ok();
+}
+
+// The prompt's token count against MSA_MAX_PROMPT_TOKENS (checked before any position or KV is sized from it).
+Status check_prompt_tokens(const char* fn, size_t n) {
+  if (static_cast<uint64_t>(n) > static_cast<uint64_t>(limits::kMaxPromptTokens)) {
+    return Error(StatusCode::kContextOverflow, fn, ": the prompt is ", n, " tokens, more than MSA_MAX_PROMPT_TOKENS (",
+                 limits::kMaxPromptTokens, ")");
+  }
+  return Status::Ok();
+}
+
+// True when the logits leave some token allowed: a value that is neither NaN nor -inf.
+bool any_allowed(const float* logits, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isnan(logits[i]) && logits[i] != -std::numeric_limits<float>::infinity()) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -236,10 +254,12 @@ Status Session::route(std::string_view question, const RouteOptions& options, Ro
   *result = RouteResult();
   MSA_RETURN_IF_ERROR(check_common(model_, question, options.doc_top_k));
   const ModelConfig& c = model_.config();
-  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
+  // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
   engine_detail::BankReadLock lock(bank_);
+  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
   std::vector<int32_t> ids, doc_ids;
   MSA_RETURN_IF_ERROR(encode_query(*model_.tokenizer(), question, &ids, &doc_ids));
+  MSA_RETURN_IF_ERROR(check_prompt_tokens("route", ids.size()));
   const int64_t first = options.first_position >= 0 ? options.first_position : 3 + options.doc_top_k;
   const int64_t limit = c.max_position_embeddings > 0 ? std::min<int64_t>(c.max_position_embeddings, INT32_MAX)
                                                       : std::numeric_limits<int32_t>::max();
@@ -265,8 +285,9 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
   if (opt.max_new_tokens <= 0) {
     return Error(StatusCode::kInvalidArgument, "generate: max_new_tokens must be > 0, got ", opt.max_new_tokens);
   }
-  if (opt.max_rounds <= 0) {
-    return Error(StatusCode::kInvalidArgument, "generate: max_rounds must be > 0, got ", opt.max_rounds);
+  if (opt.max_rounds <= 0 || opt.max_rounds > limits::kMaxRounds) {
+    return Error(StatusCode::kInvalidArgument, "generate: max_rounds must be in [1, MSA_MAX_ROUNDS = ",
+                 limits::kMaxRounds, "], got ", opt.max_rounds);
   }
   if (opt.context_limit < 0) {
     return Error(StatusCode::kInvalidArgument, "generate: context_limit must be >= 0, got ", opt.context_limit);
@@ -274,9 +295,10 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
   const ModelConfig& c = model_.config();
   const SamplingParams sp = resolve_sampling(opt.sampling, c.generation);
   MSA_RETURN_IF_ERROR(validate_sampling(sp));
-  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
   const Tokenizer& tok = *model_.tokenizer();
+  // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
   engine_detail::BankReadLock lock(bank_);
+  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
 
   const bool interleave_mode = opt.mode == GenerateMode::kInterleave && bank_ != nullptr;
   const int64_t first = opt.first_position >= 0 ? opt.first_position : 3 + opt.doc_top_k;
@@ -287,6 +309,7 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
 
   std::vector<int32_t> prompt, doc_ids;
   MSA_RETURN_IF_ERROR(encode_query(tok, question, &prompt, &doc_ids));
+  MSA_RETURN_IF_ERROR(check_prompt_tokens("generate", prompt.size()));
   if (first + static_cast<int64_t>(prompt.size()) > limit) {
     return Error(StatusCode::kContextOverflow, "generate: the prompt (", prompt.size(), " tokens from position ",
                  first, ") does not fit below the context limit ", limit);
@@ -362,10 +385,15 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
           cancel("logits");
           break;
         }
+        if (!any_allowed(logits_.data(), vocab)) {
+          return Error(StatusCode::kInvalidArgument, "generate: the logits callback produced no finite logit (round ",
+                       round, ", step ", n_sampled, "): every one of the ", vocab,
+                       " logits is NaN or -inf; it must leave at least one token allowed");
+        }
       }
       const int32_t t = sampler.sample(logits_.data(), vocab);
       ++round_sampled;
-      if (t < 0) return Error(StatusCode::kInternal, "generate: every logit is NaN");
+      if (t < 0) return Error(StatusCode::kInternal, "generate: the model produced only NaN logits");
       res->generated_ids.push_back(t);
       if (++n_sampled == 1) res->timings.ttft_ms = ms_since(t_start);
       if (eos.count(t)) {

@@ -157,9 +157,12 @@ class Session {
   const MemoryBank* bank() const { return bank_; }
 
   // Answers `question`. Errors: kInvalidArgument (empty question, doc_top_k <= 0, max_new_tokens <= 0,
-  // max_rounds <= 0, bad sampling parameters, a bank of another model shape, a model without tokenizer),
-  // kInvalidUtf8 (question), kContextOverflow (the first prompt does not fit below the context limit),
-  // kCancelled (a callback asked to stop; `result` holds everything up to that point), forward/router errors.
+  // max_rounds outside [1, limits::kMaxRounds], bad sampling parameters, a bank of another model shape, an
+  // on_logits callback that left no logit other than NaN / -inf), kTokenizer (a model without tokenizer),
+  // kInvalidUtf8 (question), kContextOverflow (the first prompt is more than limits::kMaxPromptTokens tokens
+  // or does not fit below the context limit), kCancelled (a callback asked to stop; `result` holds
+  // everything up to that point), forward/router errors. The bank's shared lock is taken before the bank is
+  // first read (its shape check included).
   Status generate(std::string_view question, const GenerateOptions& options, GenerateResult* result);
 
   // Retrieval only: stage 2 of round 1 up to the routing of the last router layer (no decoding). Errors: as

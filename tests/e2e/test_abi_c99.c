@@ -1,9 +1,11 @@
 /* ABI rules of msa.h checked through the shared library from a C99 program: the version check, params
- * structs of an older (smaller) size get defaults for the missing tail, a newer (larger) one is accepted
- * only with a zero tail, and output structs are filled up to the caller's struct_size.
+ * structs of an older released layout get defaults for the missing tail, a size that is no layout (half a
+ * field, between two layouts) is refused, a newer (larger) one is accepted only with a zero tail, and
+ * output structs are filled up to the caller's struct_size (a released layout, or larger).
  * usage: test_abi_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +44,14 @@ typedef struct {
   msa_timings t;
   unsigned char future[24];
 } timings_next;
+
+/* A logits callback that forbids every token. */
+static int forbid_all(int32_t round, int64_t round_step, int64_t step, float *logits, int64_t n_vocab, void *user) {
+  int64_t i;
+  (void)round; (void)round_step; (void)step; (void)user;
+  for (i = 0; i < n_vocab; ++i) logits[i] = -INFINITY;
+  return 0;
+}
 
 static int all_zero(const unsigned char *p, size_t n) {
   size_t i;
@@ -106,13 +116,18 @@ int main(int argc, char **argv) {
   CHECK(model != NULL && msa_model_tokenizer(model) == NULL);
   msa_model_free(model);
   model = NULL;
-  /* ... an older struct that ends before load_tokenizer gets its default (1), whatever the bytes past it */
+  /* ... a size that is no layout of the struct (msa_model_params has one, 16 bytes) is refused: 12 ends
+   * before load_tokenizer, 6 is half of n_threads, 0 is not a struct */
   mp.struct_size = (uint32_t)offsetof(msa_model_params, load_tokenizer);
-  CHECK(msa_model_load(dir, &mp, &model) == MSA_OK);
-  CHECK(model != NULL && msa_model_tokenizer(model) != NULL);
-  /* struct_size 0 is not a struct */
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  CHECK(strstr(msa_last_error(), "struct_size 12") != NULL);
+  mp.struct_size = 6;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
   mp.struct_size = 0;
   CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  msa_model_params_init(&mp);
+  CHECK(msa_model_load(dir, &mp, &model) == MSA_OK);
+  CHECK(model != NULL && msa_model_tokenizer(model) != NULL);
   /* a newer struct: refused with a non-zero unknown tail, accepted with a zero one */
   memset(&mpn, 0, sizeof mpn);
   msa_model_params_init(&mpn.p);
@@ -125,11 +140,16 @@ int main(int argc, char **argv) {
   msa_model_free(m2);
   if (!model) return 1;
 
-  /* memory params: batch_tokens = -1 is refused at the current size, ignored (default) past an older size */
+  /* memory params: page_dtype = 9 is refused at the current size, ignored (default) in the first release's
+   * layout (8 bytes: batch_tokens only); a size below it or between layouts is refused */
   msa_memory_params_init(&memp);
-  memp.batch_tokens = -1;
+  memp.page_dtype = 9;
   CHECK(msa_memory_create(model, &memp, &mem) == MSA_ERR_INVALID_ARGUMENT && mem == NULL);
   memp.struct_size = (uint32_t)offsetof(msa_memory_params, batch_tokens);
+  CHECK(msa_memory_create(model, &memp, &mem) == MSA_ERR_INVALID_ARGUMENT && mem == NULL);
+  memp.struct_size = (uint32_t)offsetof(msa_memory_params, verify_on_open);
+  CHECK(msa_memory_create(model, &memp, &mem) == MSA_ERR_INVALID_ARGUMENT && mem == NULL);
+  memp.struct_size = (uint32_t)offsetof(msa_memory_params, page_dtype);
   CHECK(msa_memory_create(model, &memp, &mem) == MSA_OK && mem != NULL);
   memset(&mempn, 0, sizeof mempn);
   msa_memory_params_init(&mempn.p);
@@ -142,16 +162,24 @@ int main(int argc, char **argv) {
   doc.text_len = strlen(text);
   CHECK(msa_memory_add_documents(mem, &doc, 1, NULL, NULL, NULL) == MSA_OK);
 
-  /* generate params: max_rounds = 0 is refused at the current size, ignored past an older size */
+  /* generate params: a logits callback that allows nothing is refused at the current size, ignored (no
+   * callback) in the first release's layout (48 bytes, up to first_position); 36 (before max_rounds) and 6
+   * (half of top_k) are no layout */
   msa_generate_params_init(&gp);
   gp.top_k = 1;
   gp.max_new_tokens = 3;
   gp.temperature = 0.0f;
   gp.interleave = 0;
-  gp.max_rounds = 0;
+  gp.logits_callback = forbid_all;
   CHECK(msa_generate(model, mem, "How tall?", &gp, NULL, NULL, &res) == MSA_ERR_INVALID_ARGUMENT && res == NULL);
   gp.struct_size = (uint32_t)offsetof(msa_generate_params, max_rounds);
+  CHECK(msa_generate(model, mem, "How tall?", &gp, NULL, NULL, &res) == MSA_ERR_INVALID_ARGUMENT && res == NULL);
+  gp.struct_size = 6;
+  CHECK(msa_generate(model, mem, "How tall?", &gp, NULL, NULL, &res) == MSA_ERR_INVALID_ARGUMENT && res == NULL);
+  gp.struct_size = (uint32_t)offsetof(msa_generate_params, logits_callback);
   CHECK(msa_generate(model, mem, "How tall?", &gp, NULL, NULL, &res) == MSA_OK && res != NULL);
+  gp.logits_callback = NULL;
+  gp.max_rounds = 4;
   CHECK(msa_result_tokens(res, NULL) >= 1 && msa_result_tokens(res, NULL) <= 3);
   memset(&gpn, 0, sizeof gpn);
   gpn.p = gp;
@@ -170,7 +198,7 @@ int main(int argc, char **argv) {
   /* msa_params_init: never writes past the caller's size; zeroes what the library does not know */
   {
     unsigned char buf[sizeof(msa_generate_params) + 16];
-    const size_t older = offsetof(msa_generate_params, max_rounds);
+    const size_t older = offsetof(msa_generate_params, logits_callback); /* the first release's layout */
     msa_generate_params *g = (msa_generate_params *)(void *)buf;
     size_t b;
     int guard_ok = 1;
@@ -199,6 +227,8 @@ int main(int argc, char **argv) {
     CHECK(msa_params_init(MSA_PARAMS_CHECKPOINT, &cp, sizeof cp) == MSA_OK && strcmp(cp.preset, "tiny") == 0);
     CHECK(msa_params_init((msa_params_kind)99, buf, sizeof buf) == MSA_ERR_INVALID_ARGUMENT);
     CHECK(msa_params_init(MSA_PARAMS_GENERATE, buf, 2) == MSA_ERR_INVALID_ARGUMENT);
+    CHECK(msa_params_init(MSA_PARAMS_GENERATE, buf, 36) == MSA_ERR_INVALID_ARGUMENT); /* between two layouts */
+    CHECK(msa_params_init(MSA_PARAMS_MODEL, buf, 6) == MSA_ERR_INVALID_ARGUMENT);     /* half a field */
     CHECK(msa_params_init(MSA_PARAMS_GENERATE, NULL, sizeof buf) == MSA_ERR_INVALID_ARGUMENT);
   }
 
@@ -215,6 +245,8 @@ int main(int argc, char **argv) {
   CHECK(all_zero(descn.future, sizeof descn.future));
   desc.struct_size = sizeof desc;
   CHECK(msa_model_info(model, &desc) == MSA_OK && desc.struct_size == sizeof desc && desc.n_layers == 2);
+  desc.struct_size = sizeof desc - 4; /* not a field boundary of any layout */
+  CHECK(msa_model_info(model, &desc) == MSA_ERR_INVALID_ARGUMENT);
 
   memset(&tm, 0, sizeof tm);
   tm.struct_size = (uint32_t)(sizeof(uint32_t) + sizeof(double));
@@ -240,6 +272,13 @@ int main(int argc, char **argv) {
     CHECK(msa_memory_stats(mem, &u) == MSA_ERR_INVALID_ARGUMENT);
     u.struct_size = sizeof u;
     CHECK(msa_memory_stats(mem, &u) == MSA_OK && u.n_documents == 1);
+    /* the first release's layout (56 bytes) is filled up to text_bytes; 60 is between two layouts */
+    memset(&u, 0xEE, sizeof u);
+    u.struct_size = 56;
+    CHECK(msa_memory_stats(mem, &u) == MSA_OK && u.struct_size == 56 && u.n_documents == 1);
+    CHECK(((const unsigned char *)&u)[56] == 0xEE); /* nothing written past the caller's 56 bytes */
+    u.struct_size = 60;
+    CHECK(msa_memory_stats(mem, &u) == MSA_ERR_INVALID_ARGUMENT);
   }
 
   msa_result_free(res);

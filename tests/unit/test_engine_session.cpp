@@ -5,12 +5,16 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/limits.h"
 #include "engine/encoder.h"
 #include "engine/sampler.h"
 #include "engine/session.h"
@@ -652,4 +656,158 @@ TEST_CASE("session: an empty bank routes nothing", "[engine][session]") {
   ENGINE_REQUIRE_OK(none.generate(kQuestion, o, &res2));
   CHECK(same_bits(res.first_logits, res2.first_logits));
   CHECK(res.generated_ids == res2.generated_ids);
+}
+
+TEST_CASE("session: contract codes: no tokenizer, rounds limit, a logits callback that allows nothing",
+          "[engine][session]") {
+  const Model& model = engine_test::micro();
+  auto bank = make_bank(model);
+  GenerateResult res;
+  RouteResult rr;
+
+  // A model loaded without its tokenizer cannot generate: kTokenizer (msa.h documents MSA_ERR_TOKENIZER).
+  std::unique_ptr<Model> bare;
+  ModelLoadOptions lo;
+  lo.load_tokenizer = false;
+  ENGINE_REQUIRE_OK(Model::load(model.dir(), lo, &bare));
+  Session no_tok(*bare, nullptr);
+  Status s = no_tok.generate(kQuestion, greedy_plain(), &res);
+  CHECK(s.code() == StatusCode::kTokenizer);
+  CHECK(s.message().find("tokenizer") != std::string::npos);
+  CHECK(no_tok.route(kQuestion, RouteOptions(), &rr).code() == StatusCode::kTokenizer);
+
+  Session session(model, bank.get());
+  GenerateOptions o = greedy_plain();
+  o.max_rounds = static_cast<int>(limits::kMaxRounds) + 1;
+  s = session.generate(kQuestion, o, &res);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("MSA_MAX_ROUNDS") != std::string::npos);
+  o.max_rounds = static_cast<int>(limits::kMaxRounds);
+  ENGINE_REQUIRE_OK(session.generate(kQuestion, o, &res));
+
+  // Every logit NaN (or -inf) after the callback: the caller's mistake, not a bug of libmsa.
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    for (const bool sample : {false, true}) {
+      o = greedy_plain(4);
+      o.sampling.do_sample = sample;
+      o.sampling.temperature = 0.7f;
+      int calls = 0;
+      o.on_logits = [&](const LogitsStep& st, float* logits, int64_t vocab) {
+        ++calls;
+        if (st.index == 1) std::fill(logits, logits + vocab, bad);
+        return 0;
+      };
+      s = session.generate(kQuestion, o, &res);
+      INFO("bad = " << bad << ", sample = " << sample << ": " << s.to_string());
+      if (res.stop == StopReason::kEos && calls == 1) continue;  // (a random model that stops at once)
+      CHECK(s.code() == StatusCode::kInvalidArgument);
+      CHECK(s.message().find("logits callback produced no finite logit") != std::string::npos);
+      CHECK(calls == 2);
+    }
+  }
+  // A single +inf (or finite) logit left is a forced token, not an error.
+  o = greedy_plain(2);
+  o.on_logits = [](const LogitsStep&, float* logits, int64_t vocab) {
+    std::fill(logits, logits + vocab, std::numeric_limits<float>::quiet_NaN());
+    logits[785] = std::numeric_limits<float>::infinity();
+    return 0;
+  };
+  ENGINE_REQUIRE_OK(session.generate(kQuestion, o, &res));
+  CHECK(res.generated_ids.front() == 785);
+}
+
+TEST_CASE("session: a prompt of more than MSA_MAX_PROMPT_TOKENS tokens is kContextOverflow naming the limit",
+          "[engine][session]") {
+  const Model& model = engine_test::micro();
+  auto bank = make_bank(model, 2);
+  Session session(model, bank.get());
+  // "<|im_end|>" is an added token: one id per copy, split out before BPE (cheap to tokenize).
+  std::string q;
+  const std::string t = "<|im_end|>";
+  q.reserve(t.size() * static_cast<size_t>(limits::kMaxPromptTokens + 1));
+  for (int64_t i = 0; i <= limits::kMaxPromptTokens; ++i) q += t;
+  GenerateResult res;
+  RouteResult rr;
+  Status s = session.generate(q, greedy_plain(), &res);
+  CHECK(s.code() == StatusCode::kContextOverflow);
+  CHECK(s.message().find("MSA_MAX_PROMPT_TOKENS") != std::string::npos);
+  s = session.route(q, RouteOptions(), &rr);
+  CHECK(s.code() == StatusCode::kContextOverflow);
+  CHECK(s.message().find("MSA_MAX_PROMPT_TOKENS") != std::string::npos);
+}
+
+// Readers (route / generate) on one bank while another thread tombstones and compacts it. Every reader
+// touches the bank only under its shared lock (the shape check included), so under ThreadSanitizer this
+// reports no race (the old code checked the bank's shape before taking the lock: TSan flagged
+// MemoryBank::n_router_layers / template_k against compact()); without TSan it checks that every read sees a
+// consistent bank.
+TEST_CASE("session: route and generate while another thread removes and compacts the bank",
+          "[engine][session][concurrency]") {
+  const Model& model = engine_test::micro();
+  std::unique_ptr<MemoryBank> bank;
+  ENGINE_REQUIRE_OK(create_memory_bank(model, nullptr, &bank));
+  std::vector<std::string> texts;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 16; ++i) {
+    texts.push_back(kDocs[static_cast<size_t>(i) % kDocs.size()] + " (copy " + std::to_string(i) + ")");
+    ids.push_back(static_cast<uint64_t>(100 + i));
+  }
+  {
+    std::vector<std::string_view> v(texts.begin(), texts.end());
+    Encoder enc(model);
+    ENGINE_REQUIRE_OK(enc.add_documents(bank.get(), v, &ids));
+  }
+
+  std::atomic<bool> writer_done{false};
+  std::atomic<int> reads{0};
+  std::vector<Status> writer_status;
+  std::thread writer([&] {
+    while (reads.load() == 0) std::this_thread::yield();  // start once a reader runs
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      writer_status.push_back(bank->remove({ids[i]}));
+      writer_status.push_back(bank->compact());
+    }
+    writer_done = true;
+  });
+
+  // Catch2 assertions are not thread-safe: each reader collects its problems, checked after join.
+  auto reader = [&](bool gen, std::vector<std::string>* problems) {
+    for (int iter = 0; iter < 200 && (iter < 4 || !writer_done.load()); ++iter) {
+      Session session(model, bank.get());
+      ++reads;
+      std::vector<LayerRouting> routing;
+      if (gen) {
+        GenerateOptions o = greedy_plain(2);
+        o.doc_top_k = 2;
+        GenerateResult res;
+        Status s = session.generate(kQuestion, o, &res);
+        if (!s.ok()) problems->push_back("generate: " + s.to_string());
+        routing = res.routing;
+      } else {
+        RouteOptions ro;
+        ro.doc_top_k = 3;
+        RouteResult rr;
+        Status s = session.route(kQuestion, ro, &rr);
+        if (!s.ok()) problems->push_back("route: " + s.to_string());
+        routing = rr.layers;
+      }
+      for (const LayerRouting& lr : routing) {
+        if (lr.top.empty() || lr.top.size() > 3)
+          problems->push_back(std::to_string(lr.top.size()) + " documents routed");
+        for (const ScoredDocument& d : lr.top)
+          if (d.id < 100 || d.id >= 116) problems->push_back("routed to id " + std::to_string(d.id));
+      }
+    }
+  };
+  std::vector<std::string> route_problems, generate_problems;
+  std::thread route_thread(reader, false, &route_problems);
+  std::thread generate_thread(reader, true, &generate_problems);
+  route_thread.join();
+  generate_thread.join();
+  writer.join();
+  for (const std::string& p : route_problems) FAIL_CHECK(p);
+  for (const std::string& p : generate_problems) FAIL_CHECK(p);
+  for (const Status& s : writer_status) CHECK(s.ok());
+  for (const std::string& p : route_problems) FAIL_CHECK(p);
+  CHECK(bank->n_live_documents() == 1);
 }
