@@ -57,16 +57,17 @@ Status BankDir::get(const std::string& dir, std::shared_ptr<BankDir>* out) {
     return Error(StatusCode::kIo, dir, ": cannot stat the bank directory: ", io_error_text(err));
   }
   Registry& reg = registry();
+  std::shared_ptr<BankDir> found;  // released after the registry mutex (~BankDir takes it)
   std::lock_guard<std::mutex> lock(reg.mu);
   std::weak_ptr<BankDir>& slot = reg.dirs[{st.st_dev, st.st_ino}];
-  std::shared_ptr<BankDir> e = slot.lock();
-  if (e && e->pid_ == ::getpid()) {
+  found = slot.lock();
+  if (found && found->pid_ == ::getpid()) {
     ::close(fd);
-    *out = std::move(e);
+    *out = std::move(found);
     return Status::Ok();
   }
   // None yet (or one inherited through fork(): that one is the parent's).
-  e = std::shared_ptr<BankDir>(new BankDir);
+  std::shared_ptr<BankDir> e(new BankDir);
   e->path_ = dir;
   e->dev_ = st.st_dev;
   e->ino_ = st.st_ino;

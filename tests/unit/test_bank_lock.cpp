@@ -1,6 +1,7 @@
 // Writer safety of memory bank directories (docs/FORMAT.md "Writers"): the process-wide writer lock on BANK/LOCK,
 // the manifest check before every commit, id reservation for concurrent adds, and cleanup after a failed write
-// (a real EFBIG from RLIMIT_FSIZE in a forked child: the kernel refuses the write exactly as on a full disk).
+// (a real EFBIG from RLIMIT_FSIZE in a forked child: the kernel refuses the write exactly as on a full disk), for
+// banks and for core/atomic_file.h, the atomic-write helper every writer of the library uses.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -21,9 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "engine/encoder.h"
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
+#include "model/safetensors.h"
 #include "test_engine_common.h"
 
 using namespace msa;
@@ -222,7 +225,7 @@ TEST_CASE("bank lock: a compact never deletes segments another handle of the pro
   CHECK(stray_files(dir).empty());
 }
 
-TEST_CASE("bank lock: a second process gets kBusy naming the directory; the bank keeps every commit",
+TEST_CASE("bank lock: a second process gets kBusy naming the directory, and the bank keeps every commit",
           "[bank][lock]") {
   const Model& model = engine_test::micro();
   const fs::path dir = saved_bank(model, "lock_fork", 2);
@@ -462,4 +465,57 @@ TEST_CASE("bank: a write that fails for lack of space (EFBIG) leaves no temporar
   auto after = open_bank(model, dir, true);
   CHECK(live_ids(*after) == std::vector<uint64_t>{101});
   CHECK(after->verify().ok());
+}
+
+TEST_CASE("atomic file: a failed write (EFBIG) removes its temporary, keeps the old file and says disk full",
+          "[core][lock]") {
+  const fs::path dir = engine_test::new_temp_dir("atomic_full");
+  const std::string path = (dir / "model.safetensors").string();
+  const std::vector<float> small(16, 1.0f), big(16384, 2.0f);  // 64 B and 64 KiB of data
+  ENGINE_REQUIRE_OK(write_safetensors(path, {{"w", DType::kF32, {16}, small.data()}}, {}));
+  const std::string old_bytes = engine_test::read_text(path);
+  auto only_the_file = [&]() {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().filename() != "model.safetensors") return false;
+    }
+    return true;
+  };
+  const fs::path msg_file = dir.parent_path() / (dir.filename().string() + ".child_message");
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl;
+    ::getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = 4096;
+    if (::setrlimit(RLIMIT_FSIZE, &rl) != 0) ::_exit(9);
+    int code = 0;
+    const Status st = write_safetensors(path, {{"w", DType::kF32, {16384}, big.data()}}, {});
+    std::string log = st.to_string() + "\n";
+    if (st.code() != StatusCode::kIo || !contains(st.message(), "disk full")) code |= 1;
+    if (!only_the_file() || engine_test::read_text(path) != old_bytes) code |= 2;
+    {
+      AtomicFile f;  // abandoned before commit: the destructor removes the temporary
+      if (!f.open((dir / "other").string()).ok() || !f.write(big.data(), 100).ok()) code |= 4;
+      if (!fs::exists(f.temp_path())) code |= 8;
+    }
+    if (!only_the_file()) code |= 16;
+    AtomicFile g;  // a write past the limit fails and removes the temporary at once
+    const Status w = g.open((dir / "other").string()).ok() ? g.write(big.data(), big.size() * 4) : Status::Ok();
+    log += w.to_string() + "\n";
+    if (w.code() != StatusCode::kIo || !contains(w.message(), "disk full") || !only_the_file()) code |= 32;
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_FSIZE, &rl);
+    engine_test::write_text(msg_file, log);
+    ::_exit(code);
+  }
+  const int rc = wait_child(pid);
+  INFO("child exit " << rc << "; it saw:\n" << engine_test::read_text(msg_file));
+  CHECK(rc == 0);
+  CHECK(only_the_file());
+  CHECK(engine_test::read_text(path) == old_bytes);
+  // And a successful commit replaces the file.
+  ENGINE_REQUIRE_OK(atomic_write_file(path, {{"abc", 3}, {"de", 2}}));
+  CHECK(engine_test::read_text(path) == "abcde");
+  CHECK(only_the_file());
 }
