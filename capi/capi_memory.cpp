@@ -100,7 +100,6 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
         return progress(p.documents_done, p.documents_total, p.tokens_done, p.tokens_total, user_data);
       };
     }
-    std::lock_guard<std::mutex> adding(memory->add_mu);
     msa::Encoder enc(*memory->model->model, opts);
     std::vector<uint64_t> assigned;
     msa::Status s = enc.add_documents(memory->bank.get(), texts, all_ids ? &ids : nullptr, &assigned);

@@ -424,18 +424,27 @@ MSA_API msa_status msa_memory_open(const msa_model *model, const char *path, con
 
 /* Writes the bank's live documents to directory `path` (created if needed; a bank already there is replaced
  * atomically) and attaches the bank to it. Tombstoned documents are not written. Errors:
- * MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO (the message has the path and the system error), MSA_ERR_CORRUPT (a
- * page of the source bank failed its checksum). Thread-safety: takes the bank's writer lock. */
+ * MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO (the message has the path and the system error, "disk full" when the
+ * disk is; a failed write leaves no temporary file), MSA_ERR_CORRUPT (a page of the source bank failed its
+ * checksum), MSA_ERR_BUSY (another process is writing `path`: it holds path/LOCK; or `path` is this bank's own
+ * directory and another handle or process committed to it since this handle read it: reopen the bank).
+ * Thread-safety: takes the bank's writer lock. The first write of a handle to a directory (save, add, remove,
+ * compact) takes the directory's writer lock (path/LOCK, shared by the handles of this process) and keeps it
+ * until the handle is freed; opening and reading never need it. */
 MSA_API msa_status msa_memory_save(msa_memory *memory, const char *path);
 
 /* Tombstones the documents `ids[0..n_ids)`: all or none; routing never returns them again and
  * k = min(top_k, live documents). An attached bank commits the change before returning. Their ids stay
  * reserved until msa_memory_compact. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, an id not in the bank or already
- * removed, a duplicate), MSA_ERR_IO. Thread-safety: writer lock. */
+ * removed, a duplicate), MSA_ERR_IO (nothing changed; it only needs room for a new MANIFEST), MSA_ERR_BUSY
+ * (another process is writing the bank's directory, or the directory changed since this handle read it:
+ * reopen; nothing changed). Thread-safety: writer lock. */
 MSA_API msa_status msa_memory_remove_documents(msa_memory *memory, const uint64_t *ids, size_t n_ids);
 
 /* Drops tombstoned documents: an attached bank rewrites its directory (atomically, like save); a bank in RAM
- * only compacts its arrays. Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_CORRUPT. Writer lock. */
+ * only compacts its arrays. Errors: MSA_ERR_INVALID_ARGUMENT, MSA_ERR_IO, MSA_ERR_CORRUPT, MSA_ERR_BUSY (as
+ * msa_memory_remove_documents: the bank is unchanged). Readers of the old files (other handles) keep working.
+ * Writer lock. */
 MSA_API msa_status msa_memory_compact(msa_memory *memory);
 
 /* Full checksum pass over every content page of the attached files (routing keys and tables were verified at
@@ -499,11 +508,17 @@ typedef int (*msa_progress_callback)(int64_t documents_done, int64_t documents_t
 
 /* Encodes `n_docs` documents and adds them to the bank, atomically: on any error (including cancellation)
  * nothing is added. A bank attached to a directory (opened or saved) writes them as one new segment and
- * commits before returning (existing pages are not rewritten); MSA_ERR_IO then means nothing was added. `progress` may be NULL. `out_ids` (may be NULL) receives the n_docs ids used.
- * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, n_docs == 0, an empty document, a duplicate id — in the call or
- * already in the bank), MSA_ERR_INVALID_UTF8 (a document is not valid UTF-8), MSA_ERR_CONTEXT_OVERFLOW (a
- * document longer than the model's positions; the message gives the limit), MSA_ERR_CANCELLED.
- * Thread-safety: takes the bank's writer lock. */
+ * commits before returning (existing pages are not rewritten); MSA_ERR_IO then means nothing was added (no
+ * temporary file is left; "disk full" when the segment did not fit). `progress` may be NULL. `out_ids` (may be
+ * NULL) receives the n_docs ids used.
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL, n_docs == 0, an empty document, a duplicate id — in the call, already
+ * in the bank or taken by another add in progress —, more than MSA_MAX_BANK_DOCUMENTS), MSA_ERR_INVALID_UTF8 (a
+ * document is not valid UTF-8), MSA_ERR_CONTEXT_OVERFLOW (a document longer than the model's positions; the
+ * message gives the limit), MSA_ERR_CANCELLED, MSA_ERR_BUSY (attached: another process is writing the bank's
+ * directory — the message names it and the holder's pid —, or the directory changed since this handle read
+ * it: reopen; reported before any document is encoded).
+ * Thread-safety: several calls may run at once on one bank: the ids are reserved before encoding (automatic
+ * ids of concurrent calls never collide) and each call takes the bank's writer lock to add. */
 MSA_API msa_status msa_memory_add_documents(msa_memory *memory, const msa_document *docs, size_t n_docs,
                                             msa_progress_callback progress, void *user_data,
                                             uint64_t *out_ids);

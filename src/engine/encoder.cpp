@@ -277,26 +277,29 @@ Status Encoder::add_documents(MemoryBank* bank, const std::vector<std::string_vi
                               const std::vector<uint64_t>* ids, std::vector<uint64_t>* assigned_ids) {
   if (bank == nullptr) return Error(StatusCode::kInvalidArgument, "add_documents: bank is null");
   MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(model_.config(), *bank));
-  std::vector<uint64_t> use_ids;
-  {
-    engine_detail::BankReadLock lock(bank);
-    if (ids != nullptr) {
-      use_ids = *ids;
-      for (size_t i = 0; i < use_ids.size(); ++i) {
-        if (bank->find(use_ids[i]) >= 0) {
-          return Error(StatusCode::kInvalidArgument, "add_documents: document ", i, " has id ", use_ids[i],
-                       ", already in the bank");
-        }
-      }
-    } else {
-      const uint64_t base = bank->next_id();
-      use_ids.resize(texts.size());
-      for (size_t i = 0; i < texts.size(); ++i) use_ids[i] = base + i;
-    }
+  // The cheap checks of encode() first: they need no ids.
+  if (model_.tokenizer() == nullptr) {
+    return Error(StatusCode::kInvalidArgument, "encode: the model was loaded without its tokenizer");
   }
+  if (texts.empty()) return Error(StatusCode::kInvalidArgument, "encode: the document list is empty");
+  if (ids != nullptr && ids->size() != texts.size()) {
+    return Error(StatusCode::kInvalidArgument, "encode: ", ids->size(), " ids for ", texts.size(), " documents");
+  }
+  if (options_.batch_tokens <= 0) {
+    return Error(StatusCode::kInvalidArgument, "encode: batch_tokens must be > 0, got ", options_.batch_tokens);
+  }
+  // The ids are written into the encoded documents: hold them in the bank before encoding, so that concurrent
+  // adders (and their automatic ids) never collide; released on any error below.
+  IdReservation reservation;
+  if (ids != nullptr) {
+    MSA_RETURN_IF_ERROR(bank->reserve_ids(*ids, &reservation));
+  } else {
+    MSA_RETURN_IF_ERROR(bank->reserve_ids(texts.size(), &reservation));
+  }
+  std::vector<uint64_t> use_ids = reservation.ids();
   EncodedDocuments enc;
   MSA_RETURN_IF_ERROR(encode(texts, use_ids, &enc));
-  MSA_RETURN_IF_ERROR(bank->add(std::move(enc.records), std::move(enc.pooled)));
+  MSA_RETURN_IF_ERROR(bank->add(std::move(enc.records), std::move(enc.pooled), &reservation));
   if (assigned_ids) *assigned_ids = std::move(use_ids);
   return Status::Ok();
 }

@@ -17,7 +17,8 @@
 //   (a few f32 ulps of the chunk sums; invisible after the reference's own bf16 rounding in most elements).
 //
 // Thread-safety: an Encoder holds scratch (ForwardWorkspace) and is used by one thread at a time; the model is
-// only read. add_documents reads the bank under its shared lock (ids) and adds under the writer lock (add()).
+// only read. add_documents reserves its ids in the bank (MemoryBank::reserve_ids) before encoding and adds with
+// that reservation (writer lock, add()), so Encoders on several threads may add to one bank at once.
 #pragma once
 
 #include <cstdint>
@@ -93,9 +94,12 @@ class Encoder {
                 EncodedDocuments* out);
 
   // Encodes and adds to `bank` atomically: either every document is added or none (the bank is unchanged on
-  // any error, including cancellation). ids: null → bank.next_id() + i; else one per text, none already in the
-  // bank. assigned_ids (may be null) receives the ids used. Additional errors: kInvalidArgument (bank built
-  // for another model shape, an id already in the bank), those of MemoryBank::add.
+  // any error, including cancellation). ids: null → consecutive automatic ids from bank.next_id() (reserved
+  // before encoding: concurrent adders get distinct ones); else one per text, none in the bank, removed or
+  // reserved by another add in progress. assigned_ids (may be null) receives the ids used. Additional errors:
+  // kInvalidArgument (bank built for another model shape, an id already in the bank), those of
+  // MemoryBank::reserve_ids and MemoryBank::add (an attached bank: kBusy when another process writes the
+  // directory or it changed on disk since the bank was opened, reported before encoding; kIo).
   Status add_documents(MemoryBank* bank, const std::vector<std::string_view>& texts,
                        const std::vector<uint64_t>* ids = nullptr, std::vector<uint64_t>* assigned_ids = nullptr);
 

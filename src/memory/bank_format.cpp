@@ -15,6 +15,8 @@
 #include <limits>
 #include <unordered_set>
 
+#include "core/atomic_file.h"
+
 namespace msa::bankfmt {
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the bank format is little-endian; port the reader first");
@@ -133,63 +135,26 @@ std::string errno_text() { return std::strerror(errno); }
 
 // ------------------------------------------------------------------------------------------- file writer
 
+// Sequential writer of one file under a temporary name (core/atomic_file.h): finish() renames it into place,
+// anything else (an error, an early return) removes the temporary.
 class FileWriter {
  public:
-  ~FileWriter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Status open(const std::string& path) {
-    path_ = path;
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) return Error(StatusCode::kIo, path, ": cannot create: ", errno_text());
-    return Status::Ok();
-  }
-  Status write(const void* p, size_t n) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, b, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Error(StatusCode::kIo, path_, ": write failed: ", errno_text());
-      }
-      b += w;
-      n -= static_cast<size_t>(w);
-      off_ += static_cast<uint64_t>(w);
-    }
-    return Status::Ok();
-  }
+  Status open(const std::string& path) { return file_.open(path); }
+  Status write(const void* p, size_t n) { return file_.write(p, n); }
   Status pad_to(uint64_t target) {
     static const uint8_t zeros[kAlign] = {};
-    while (off_ < target) MSA_RETURN_IF_ERROR(write(zeros, std::min<uint64_t>(kAlign, target - off_)));
-    return Status::Ok();
-  }
-  Status pwrite_at(uint64_t at, const void* p, size_t n) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd_, b, n, static_cast<off_t>(at));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Error(StatusCode::kIo, path_, ": write failed: ", errno_text());
-      }
-      b += w;
-      n -= static_cast<size_t>(w);
-      at += static_cast<uint64_t>(w);
+    while (file_.size() < target) {
+      MSA_RETURN_IF_ERROR(write(zeros, std::min<uint64_t>(kAlign, target - file_.size())));
     }
     return Status::Ok();
   }
-  Status finish() {
-    if (::fsync(fd_) != 0) return Error(StatusCode::kIo, path_, ": fsync failed: ", errno_text());
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) return Error(StatusCode::kIo, path_, ": close failed: ", errno_text());
-    return Status::Ok();
-  }
-  uint64_t offset() const { return off_; }
+  Status pwrite_at(uint64_t at, const void* p, size_t n) { return file_.write_at(at, p, n); }
+  // fsync, rename over the destination, fsync of the directory.
+  Status finish() { return file_.commit(); }
+  uint64_t offset() const { return file_.size(); }
 
  private:
-  std::string path_;
-  int fd_ = -1;
-  uint64_t off_ = 0;
+  AtomicFile file_;
 };
 
 // Writes sections one after the other with their checksums; the header and table go in last.
@@ -569,23 +534,6 @@ Status write_segment(const std::string& path, uint64_t segment_id, const Segment
   return Status::Ok();
 }
 
-Status fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error(StatusCode::kIo, dir, ": cannot open directory: ", errno_text());
-  const int rc = ::fsync(fd);
-  const std::string err = rc != 0 ? errno_text() : std::string();
-  ::close(fd);
-  if (rc != 0) return Error(StatusCode::kIo, dir, ": fsync of the directory failed: ", err);
-  return Status::Ok();
-}
-
-Status rename_file(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) {
-    return Error(StatusCode::kIo, "rename ", from, " -> ", to, " failed: ", errno_text());
-  }
-  return Status::Ok();
-}
-
 Status make_dirs(const std::string& dir) {
   if (dir.empty()) return Error(StatusCode::kInvalidArgument, "empty bank path");
   std::string cur;
@@ -607,9 +555,9 @@ Status make_dirs(const std::string& dir) {
 }
 
 Status write_manifest(const std::string& dir, const Manifest& m) {
-  const std::string tmp = dir + "/" + kManifestName + ".tmp";
+  const std::string path = dir + "/" + kManifestName;
   FileWriter fw;
-  MSA_RETURN_IF_ERROR(fw.open(tmp));
+  MSA_RETURN_IF_ERROR(fw.open(path));
   SectionedWriter w(&fw, 4);
   MSA_RETURN_IF_ERROR(w.begin());
   MSA_RETURN_IF_ERROR(w.section(kFingerprint, 0, &m.fp, sizeof m.fp));
@@ -619,7 +567,7 @@ Status write_manifest(const std::string& dir, const Manifest& m) {
     std::memset(&segs[i], 0, sizeof segs[i]);
     const SegmentRef& s = m.segments[i];
     if (s.name.empty() || s.name.size() >= sizeof segs[i].name) {
-      return Error(StatusCode::kInternal, tmp, ": segment name '", s.name, "' does not fit");
+      return Error(StatusCode::kInternal, path, ": segment name '", s.name, "' does not fit");
     }
     std::memcpy(segs[i].name, s.name.data(), s.name.size());
     segs[i].file_size = s.file_size;
@@ -630,12 +578,10 @@ Status write_manifest(const std::string& dir, const Manifest& m) {
   MSA_RETURN_IF_ERROR(w.section(kSegments, 0, segs.data(), segs.size() * sizeof(SegmentRec)));
   MSA_RETURN_IF_ERROR(w.section(kTombstones, 0, m.tombstones.data(), m.tombstones.size() * sizeof(uint64_t)));
   uint64_t checksum = 0, size = 0;
-  MSA_RETURN_IF_ERROR(w.finish(kManifestMagic, m.generation, &checksum, &size));
-  MSA_RETURN_IF_ERROR(rename_file(tmp, dir + "/" + kManifestName));
-  return fsync_dir(dir);
+  return w.finish(kManifestMagic, m.generation, &checksum, &size);
 }
 
-void remove_unreferenced(const std::string& dir, const Manifest& keep) {
+void remove_unreferenced(const std::string& dir, const Manifest& keep, const std::unordered_set<std::string>& in_use) {
   std::unordered_set<std::string> names;
   for (const SegmentRef& s : keep.segments) names.insert(s.name);
   DIR* d = ::opendir(dir.c_str());
@@ -646,7 +592,7 @@ void remove_unreferenced(const std::string& dir, const Manifest& keep) {
     const bool ours_seg = n.size() > 11 && n.compare(0, 4, "seg-") == 0 && n.compare(n.size() - 7, 7, ".msaseg") == 0;
     const bool tmp = n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0 &&
                      (n.compare(0, 4, "seg-") == 0 || n.compare(0, 8, "MANIFEST") == 0);
-    if ((ours_seg && names.count(n) == 0) || tmp) doomed.push_back(n);
+    if ((ours_seg && names.count(n) == 0 && in_use.count(n) == 0) || tmp) doomed.push_back(n);
   }
   ::closedir(d);
   for (const std::string& n : doomed) ::unlink((dir + "/" + n).c_str());

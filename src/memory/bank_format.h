@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "core/file_map.h"
@@ -62,7 +63,7 @@ Status compare_fingerprint(const Fingerprint& bank, const Fingerprint& model, co
 std::vector<std::pair<std::string, std::string>> fingerprint_fields(const Fingerprint& f);
 
 struct SegmentRef {
-  std::string name;              // file name inside the bank directory ("seg-000007.msaseg")
+  std::string name;              // file name inside the bank directory ("seg-000007-3f9a0c12.msaseg")
   uint64_t file_size = 0;
   uint64_t header_xxh64 = 0;     // the segment's header checksum: ties the manifest to that exact file
   uint64_t n_docs = 0;
@@ -121,23 +122,23 @@ struct WriteStats {
   uint64_t frames = 0;
 };
 
-// Writes a segment to `path` (created/truncated; the caller writes to a temporary name and renames). The file
-// is fsync'ed and closed. out: its SegmentRef fields (name left empty). stats may be null.
+// Writes a segment as `path` atomically (core/atomic_file.h: a temporary file in the same directory, fsync,
+// rename, fsync of the directory; on any error the temporary is removed and `path` is untouched).
+// out: its SegmentRef fields (name left empty). stats may be null. Errors: kIo ("disk full" for ENOSPC / EFBIG).
 Status write_segment(const std::string& path, uint64_t segment_id, const SegmentSource& src, SegmentRef* out,
                      WriteStats* stats);
 
-// Writes `m` as dir/MANIFEST atomically: dir/MANIFEST.tmp, fsync, rename, fsync(dir).
+// Writes `m` as dir/MANIFEST atomically, as write_segment.
 Status write_manifest(const std::string& dir, const Manifest& m);
 
-// fsync of a directory (after renames into it). Errors: kIo.
-Status fsync_dir(const std::string& dir);
-// rename(2) with a kIo error naming both paths.
-Status rename_file(const std::string& from, const std::string& to);
 // Creates dir (and missing parents). Errors: kIo.
 Status make_dirs(const std::string& dir);
-// Deletes files of dir that look like ours (seg-*.msaseg, *.tmp) and are not in `keep`. Best effort.
-void remove_unreferenced(const std::string& dir, const Manifest& keep);
-// "seg-<id zero-padded>.msaseg"
+// Deletes files of dir that look like ours (seg-*.msaseg, seg-*.tmp, MANIFEST*.tmp) and are neither listed in
+// `keep` nor named in `in_use` (segments a live handle of this process maps). Best effort. Only a writer that holds
+// the bank's writer lock and its process's commit mutex may call it (it deletes temporaries of writes in flight).
+void remove_unreferenced(const std::string& dir, const Manifest& keep,
+                         const std::unordered_set<std::string>& in_use = {});
+// "seg-<id zero-padded>.msaseg" (tools and benchmarks; MemoryBank names its segments with new_segment_name).
 std::string segment_file_name(uint64_t segment_id);
 
 // ---------------------------------------------------------------------------------------------- reading

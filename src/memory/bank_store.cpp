@@ -1,10 +1,15 @@
 // MemoryBank persistence (memory_bank.h, docs/FORMAT.md): open / save / remove / compact / verify, page reads.
 //
-// Commit protocol (every change of an attached bank): new segment files are written under "<name>.tmp", fsync'ed,
-// renamed to their final name and the directory fsync'ed; then MANIFEST.tmp is written, fsync'ed and renamed over
-// MANIFEST (bankfmt::write_manifest), and the directory fsync'ed again. The MANIFEST rename is the one atomic
-// commit point: a crash before it leaves the previous manifest (which never references the new files); after it,
-// the new state. Files no manifest references are deleted after the next commit (remove_unreferenced).
+// Commit protocol (every change of an attached bank): the handle holds its process's writer lock on BANK/LOCK
+// (bank_dir.h) and the directory's commit mutex, and checks that MANIFEST is still the one it last read or wrote;
+// then a new segment is written under a temporary name, fsync'ed, renamed to a fresh name (new_segment_name) and
+// the directory fsync'ed; then MANIFEST is replaced the same way (bankfmt::write_manifest). The MANIFEST rename is
+// the one atomic commit point: a crash before it leaves the previous manifest (which never references the new
+// files); after it, the new state. A failed write removes its temporary file (and an uncommitted segment), so a
+// full disk gets its space back. Files no manifest references and no live handle of the process maps are deleted
+// after each commit (remove_unreferenced).
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -50,6 +55,9 @@ Status MemoryBank::open(const std::string& dir, const ModelConfig& config, const
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory open: out is null");
   BankFiles bf;
   MSA_RETURN_IF_ERROR(bankfmt::read_bank_dir(dir, options.verify_content, &bf, /*defer_routing=*/true));
+  // This process's entry of the directory (no lock: opening is read-only).
+  std::shared_ptr<bankfmt::BankDir> entry;
+  MSA_RETURN_IF_ERROR(bankfmt::BankDir::get(dir, &entry));
   const bankfmt::Fingerprint& fp = bf.manifest.fp;
   if (expect != nullptr) MSA_RETURN_IF_ERROR(bankfmt::compare_fingerprint(fp, *expect, dir));
   if (fp.num_hidden_layers != static_cast<uint64_t>(config.num_hidden_layers) ||
@@ -146,6 +154,8 @@ Status MemoryBank::open(const std::string& dir, const ModelConfig& config, const
   b.generation_ = bf.manifest.generation;
   b.seg_refs_ = bf.manifest.segments;
   b.segments_ = std::move(bf.segments);
+  b.dir_ = std::move(entry);
+  b.dir_->track(b.segments_);
   *out = std::move(bank);
   return Status::Ok();
 }
@@ -255,26 +265,72 @@ bankfmt::Manifest MemoryBank::manifest_for(std::vector<bankfmt::SegmentRef> segm
   return m;
 }
 
+Status MemoryBank::begin_write_locked(const char* what) {
+  if (path_.empty()) return Status::Ok();
+  if (!dir_) return Error(StatusCode::kInternal, what, ": ", path_, ": attached without a directory entry");
+  const Status st = bankfmt::WriterLock::acquire(dir_, &writer_);
+  if (!st.ok()) return Error(st.code(), what, ": ", st.message());
+  return Status::Ok();
+}
+
+Status MemoryBank::check_unchanged_locked(const char* what) const {
+  bankfmt::Manifest m;
+  const Status st = bankfmt::read_manifest(path_, &m);
+  if (!st.ok()) return Error(st.code(), what, ": ", st.message());
+  bool same = m.generation == generation_ && m.segments.size() == seg_refs_.size();
+  for (size_t i = 0; same && i < seg_refs_.size(); ++i) {
+    same = m.segments[i].name == seg_refs_[i].name && m.segments[i].header_xxh64 == seg_refs_[i].header_xxh64;
+  }
+  if (!same) {
+    return Error(StatusCode::kBusy, what, ": ", path_, " changed on disk since this handle read it (generation ",
+                 m.generation, " there, ", generation_,
+                 " here): another handle or process committed to the bank; reopen it to write");
+  }
+  return Status::Ok();
+}
+
+void MemoryBank::discard_segment_locked(const std::string& name) const {
+  bankfmt::Manifest m;
+  if (bankfmt::read_manifest(path_, &m).ok()) {
+    for (const bankfmt::SegmentRef& r : m.segments) {
+      if (r.name == name) return;
+    }
+  }
+  ::unlink((path_ + "/" + name).c_str());
+}
+
 Status MemoryBank::commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments,
                                           std::vector<uint64_t> tombstones) {
   const bankfmt::Manifest m = manifest_for(std::move(segments), std::move(tombstones), generation_ + 1);
   MSA_RETURN_IF_ERROR(bankfmt::write_manifest(path_, m));
   generation_ = m.generation;
   seg_refs_ = m.segments;
-  bankfmt::remove_unreferenced(path_, m);
+  bankfmt::remove_unreferenced(path_, m, dir_->in_use());
   return Status::Ok();
 }
 
 Status MemoryBank::save(const std::string& dir, bankfmt::WriteStats* stats) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  return save_locked(dir, stats);
+  return save_locked(dir, stats, "memory save");
 }
 
-Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stats) {
+Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stats, const char* what) {
   MSA_RETURN_IF_ERROR(bankfmt::make_dirs(dir));
-  // The next generation: above this bank's and above whatever bank dir holds now.
-  uint64_t gen = generation_;
+  std::shared_ptr<bankfmt::BankDir> target;
+  MSA_RETURN_IF_ERROR(bankfmt::BankDir::get(dir, &target));
+  // The writer lock of the target (shared with this handle's current one when it is the same directory).
+  bankfmt::WriterLock writer;
   {
+    const Status st = bankfmt::WriterLock::acquire(target, &writer);
+    if (!st.ok()) return Error(st.code(), what, ": ", st.message());
+  }
+  std::lock_guard<std::mutex> committing(target->commit_mutex());
+  // The next generation: above this bank's and above whatever bank dir holds now. Rewriting the attached
+  // directory (compact, or save to it) first checks that nobody committed there since: that would be lost.
+  uint64_t gen = generation_;
+  if (dir_ != nullptr && dir_ == target) {
+    MSA_RETURN_IF_ERROR(check_unchanged_locked(what));
+  } else {
     bankfmt::Manifest old;
     if (bankfmt::read_manifest(dir, &old).ok()) gen = std::max(gen, old.generation);
   }
@@ -316,21 +372,29 @@ Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stat
     return Status::Ok();
   };
   src.content = [&](int l, size_t j, bankfmt::FrameIn* f) { return raw_frame_locked(l, live[j], f); };
-  const std::string name = bankfmt::segment_file_name(gen);
-  const std::string tmp = dir + "/" + name + ".tmp";
+  const std::string name = bankfmt::new_segment_name(gen);
+  const std::string seg_path = dir + "/" + name;
   bankfmt::SegmentRef ref;
-  MSA_RETURN_IF_ERROR(bankfmt::write_segment(tmp, gen, src, &ref, stats));
-  MSA_RETURN_IF_ERROR(bankfmt::rename_file(tmp, dir + "/" + name));
-  MSA_RETURN_IF_ERROR(bankfmt::fsync_dir(dir));
+  MSA_RETURN_IF_ERROR(bankfmt::write_segment(seg_path, gen, src, &ref, stats));
   ref.name = name;
   const bankfmt::Manifest m = manifest_for({ref}, {}, gen);
-  MSA_RETURN_IF_ERROR(bankfmt::write_manifest(dir, m));
-  bankfmt::remove_unreferenced(dir, m);
+  {
+    const Status st = bankfmt::write_manifest(dir, m);
+    if (!st.ok()) {
+      bankfmt::Manifest now;  // not committed (unless only the final directory fsync failed): drop the segment
+      const bool listed = bankfmt::read_manifest(dir, &now).ok() && now.generation == gen;
+      if (!listed) ::unlink(seg_path.c_str());
+      return st;
+    }
+  }
   // Serve the bank from what was just written: the same routing rows, the same frames.
   std::unique_ptr<MemoryBank> fresh;
   BankOpenOptions opts;
   MSA_RETURN_IF_ERROR(open(dir, config_, nullptr, opts, &fresh));
   take_state(std::move(*fresh));
+  writer_ = std::move(writer);
+  // After take_state: this handle's previous segments are no longer mapped by it (others' still count).
+  bankfmt::remove_unreferenced(dir, m, target->in_use());
   return Status::Ok();
 }
 
@@ -354,6 +418,8 @@ void MemoryBank::take_state(MemoryBank&& o) {
   generation_ = o.generation_;
   seg_refs_ = std::move(o.seg_refs_);
   segments_ = std::move(o.segments_);
+  dir_ = std::move(o.dir_);
+  // writer_ and the id reservations stay this handle's.
 }
 
 Status MemoryBank::remove(const std::vector<uint64_t>& ids) {
@@ -370,6 +436,9 @@ Status MemoryBank::remove(const std::vector<uint64_t>& ids) {
   }
   if (ids.empty()) return Status::Ok();
   if (!path_.empty()) {
+    MSA_RETURN_IF_ERROR(begin_write_locked("memory remove"));
+    std::lock_guard<std::mutex> committing(dir_->commit_mutex());
+    MSA_RETURN_IF_ERROR(check_unchanged_locked("memory remove"));
     std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
     tomb.insert(tomb.end(), ids.begin(), ids.end());
     std::sort(tomb.begin(), tomb.end());
@@ -389,7 +458,7 @@ Status MemoryBank::compact() {
   std::unique_lock<std::shared_mutex> lock(mu_);
   if (!path_.empty()) {
     const std::string dir = path_;
-    return save_locked(dir, nullptr);
+    return save_locked(dir, nullptr, "memory compact");
   }
   compact_in_ram_locked();
   return Status::Ok();

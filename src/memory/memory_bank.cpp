@@ -18,6 +18,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/limits.h"
+
 namespace msa {
 
 uint64_t router_layers_xxh64(const std::vector<int>& layers) {
@@ -143,35 +145,192 @@ int64_t MemoryBank::find(uint64_t id) const {
   return it == by_id_.end() ? -1 : it->second;
 }
 
-Status MemoryBank::add(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
-  return add_locked(docs, pooled);
+// ------------------------------------------------------------------------------------------ id reservations
+
+IdReservation::IdReservation(IdReservation&& o) noexcept
+    : bank_(o.bank_), token_(o.token_), explicit_(o.explicit_), first_(o.first_), count_(o.count_),
+      ids_(std::move(o.ids_)) {
+  o.bank_ = nullptr;
+  o.token_ = 0;
 }
 
-Status MemoryBank::add_with_new_ids(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled,
-                                    std::vector<uint64_t>* ids) {
+IdReservation& IdReservation::operator=(IdReservation&& o) noexcept {
+  if (this != &o) {
+    release();
+    bank_ = o.bank_;
+    token_ = o.token_;
+    explicit_ = o.explicit_;
+    first_ = o.first_;
+    count_ = o.count_;
+    ids_ = std::move(o.ids_);
+    o.bank_ = nullptr;
+    o.token_ = 0;
+  }
+  return *this;
+}
+
+std::vector<uint64_t> IdReservation::ids() const {
+  if (explicit_) return ids_;
+  std::vector<uint64_t> out(static_cast<size_t>(count_));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = first_ + i;
+  return out;
+}
+
+void IdReservation::release() {
+  if (bank_ != nullptr) {
+    bank_->release_reservation(token_);
+    bank_ = nullptr;
+    token_ = 0;
+  }
+}
+
+void MemoryBank::release_reservation(uint64_t token) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  // Ids run next_id_ .. next_id_ + n - 1; the last must stay below the reserved UINT64_MAX.
-  if (!docs.empty() && docs.size() - 1 >= std::numeric_limits<uint64_t>::max() - next_id_) {
-    return Error(StatusCode::kInvalidArgument, "memory add: document ids exhausted (next id ", next_id_, ")");
+  auto it = reserved_.find(token);
+  if (it == reserved_.end()) return;
+  n_reserved_ -= static_cast<int64_t>(it->second.size());
+  reserved_.erase(it);
+}
+
+uint64_t MemoryBank::next_id() const {
+  uint64_t top = next_id_;
+  for (const auto& [token, r] : reserved_) top = std::max(top, r.top);
+  return top;
+}
+
+uint64_t MemoryBank::reserved_by(uint64_t id) const {
+  for (const auto& [token, r] : reserved_) {
+    if (r.holds(id)) return token;
   }
-  for (size_t i = 0; i < docs.size(); ++i) docs[i].id = next_id_ + i;
-  std::vector<uint64_t> given;
-  if (ids != nullptr) {
-    given.reserve(docs.size());
-    for (const DocumentRecord& d : docs) given.push_back(d.id);
+  return 0;
+}
+
+namespace {
+
+// kInvalidArgument when the bank would hold more than limits::kMaxBankDocuments documents.
+Status check_bank_limit(int64_t held, size_t more, const char* what) {
+  if (static_cast<uint64_t>(held) + more > static_cast<uint64_t>(limits::kMaxBankDocuments)) {
+    return Error(StatusCode::kInvalidArgument, what, ": the bank would hold ", static_cast<uint64_t>(held) + more,
+                 " documents (live, removed and reserved), more than the limit of ", limits::kMaxBankDocuments,
+                 " (MSA_MAX_BANK_DOCUMENTS)");
   }
-  MSA_RETURN_IF_ERROR(add_locked(docs, pooled));
-  if (ids != nullptr) *ids = std::move(given);
   return Status::Ok();
 }
 
-Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled) {
+}  // namespace
+
+void MemoryBank::add_reservation_locked(Reserved r, IdReservation* out) {
+  const uint64_t token = next_token_++;
+  const size_t n = r.size();
+  reserved_.emplace(token, std::move(r));  // may throw: nothing changed yet
+  n_reserved_ += static_cast<int64_t>(n);
+  out->bank_ = this;
+  out->token_ = token;
+}
+
+Status MemoryBank::reserve_ids(size_t n, IdReservation* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory reserve: out is null");
+  *out = IdReservation();
+  if (n == 0) return Error(StatusCode::kInvalidArgument, "memory add: no documents (0 ids to reserve)");
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  MSA_RETURN_IF_ERROR(check_bank_limit(n_documents() + n_reserved_, n, "memory add"));
+  const uint64_t base = next_id();
+  // Ids base .. base + n - 1; the last must stay below the reserved UINT64_MAX.
+  if (n - 1 >= std::numeric_limits<uint64_t>::max() - base) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ids exhausted (next id ", base, ", ", n,
+                 " documents)");
+  }
+  MSA_RETURN_IF_ERROR(begin_write_locked("memory add"));
+  Reserved r;
+  r.first = base;
+  r.count = n;
+  r.top = base + n;
+  try {
+    add_reservation_locked(std::move(r), out);
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "memory add: out of memory reserving ", n, " ids");
+  }
+  out->first_ = base;
+  out->count_ = n;
+  return Status::Ok();
+}
+
+Status MemoryBank::reserve_ids(const std::vector<uint64_t>& ids, IdReservation* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory reserve: out is null");
+  *out = IdReservation();
+  if (ids.empty()) return Error(StatusCode::kInvalidArgument, "memory add: no documents (0 ids to reserve)");
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  MSA_RETURN_IF_ERROR(check_bank_limit(n_documents() + n_reserved_, ids.size(), "memory add"));
+  Reserved r;
+  try {
+    r.ids.reserve(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const uint64_t id = ids[i];
+      if (id == std::numeric_limits<uint64_t>::max()) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i,
+                     ": id 18446744073709551615 (UINT64_MAX) is reserved");
+      }
+      if (by_id_.count(id) != 0) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id, " is already in the bank");
+      }
+      if (removed_ids_.count(id) != 0) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                     " was removed; compact the bank before reusing it");
+      }
+      if (reserved_by(id) != 0) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                     " is taken by another add in progress");
+      }
+      if (!r.ids.insert(id).second) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                     " appears twice in the batch");
+      }
+      r.top = std::max(r.top, id + 1);
+    }
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "memory add: out of memory reserving ", ids.size(), " ids");
+  }
+  MSA_RETURN_IF_ERROR(begin_write_locked("memory add"));
+  try {
+    out->ids_ = ids;
+    out->explicit_ = true;
+    add_reservation_locked(std::move(r), out);
+  } catch (const std::bad_alloc&) {
+    *out = IdReservation();
+    return Error(StatusCode::kOutOfMemory, "memory add: out of memory reserving ", ids.size(), " ids");
+  }
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------------------ add
+
+Status MemoryBank::add(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled,
+                       IdReservation* reservation) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  return add_locked(docs, pooled, reservation);
+}
+
+Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled,
+                              IdReservation* res) {
   // ---------------------------------------------------------------- validate (nothing changes on error)
   if (docs.size() != pooled.size()) {
     return Error(StatusCode::kInvalidArgument, "memory add: ", docs.size(), " document records but ",
                  pooled.size(), " pooled documents");
   }
+  const Reserved* mine = nullptr;
+  if (res != nullptr) {
+    auto it = res->bank_ == this ? reserved_.find(res->token_) : reserved_.end();
+    if (it == reserved_.end()) {
+      return Error(StatusCode::kInvalidArgument, "memory add: the id reservation is not active for this bank");
+    }
+    mine = &it->second;
+    if (mine->size() != docs.size()) {
+      return Error(StatusCode::kInvalidArgument, "memory add: ", docs.size(), " documents for ", mine->size(),
+                   " reserved ids");
+    }
+  }
+  MSA_RETURN_IF_ERROR(check_bank_limit(n_documents() + n_reserved_ - (mine ? static_cast<int64_t>(mine->size()) : 0),
+                                       docs.size(), "memory add"));
   const int64_t pool = config_.msa.pooling_kernel_size;
   if (pool < 1) {
     return Error(StatusCode::kInvalidArgument, "memory add: the bank's pooling_kernel_size is ", pool);
@@ -202,6 +361,15 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     if (!batch_ids.insert(d.id).second) {
       return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
                    " appears twice in the batch");
+    }
+    if (mine != nullptr) {
+      if (!mine->holds(d.id)) {
+        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
+                     " is not one of the reserved ids");
+      }
+    } else if (reserved_by(d.id) != 0) {
+      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
+                   " is taken by another add in progress");
     }
     if (p.n_tokens < 1) {
       return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, ") has ",
@@ -304,6 +472,9 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
 
   // ---------------------------------------------------------------- commit to disk first (attached banks)
   auto commit = [&]() -> Status {
+    MSA_RETURN_IF_ERROR(begin_write_locked("memory add"));
+    std::lock_guard<std::mutex> committing(dir_->commit_mutex());
+    MSA_RETURN_IF_ERROR(check_unchanged_locked("memory add"));
     const uint64_t gen = generation_ + 1;
     bankfmt::SegmentSource src;
     src.dtype = dtype_;
@@ -341,20 +512,16 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
       put(e.vs.data() + s0, (s1 - s0) * sizeof(float));
       return Status::Ok();
     };
-    const std::string name = bankfmt::segment_file_name(gen);
-    const std::string tmp = path_ + "/" + name + ".tmp";
+    const std::string name = bankfmt::new_segment_name(gen);
     bankfmt::SegmentRef ref;
-    Status st = bankfmt::write_segment(tmp, gen, src, &ref, nullptr);
-    if (st.ok()) st = bankfmt::rename_file(tmp, path_ + "/" + name);
-    if (st.ok()) st = bankfmt::fsync_dir(path_);
-    if (st.ok()) {
-      ref.name = name;
-      std::vector<bankfmt::SegmentRef> segs = seg_refs_;
-      segs.push_back(ref);
-      std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
-      std::sort(tomb.begin(), tomb.end());
-      st = commit_manifest_locked(std::move(segs), std::move(tomb));
-    }
+    MSA_RETURN_IF_ERROR(bankfmt::write_segment(path_ + "/" + name, gen, src, &ref, nullptr));
+    ref.name = name;
+    std::vector<bankfmt::SegmentRef> segs = seg_refs_;
+    segs.push_back(ref);
+    std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
+    std::sort(tomb.begin(), tomb.end());
+    const Status st = commit_manifest_locked(std::move(segs), std::move(tomb));
+    if (!st.ok()) discard_segment_locked(name);  // not committed: give its space back now
     return st;
   };
   if (!path_.empty()) {
@@ -369,6 +536,12 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
       return st;
     }
     // The new documents keep their pages in RAM; the segment is only read after a reopen.
+  }
+  if (mine != nullptr) {  // the reservation becomes the documents (no allocation: erase only)
+    n_reserved_ -= static_cast<int64_t>(mine->size());
+    reserved_.erase(res->token_);
+    res->bank_ = nullptr;
+    res->token_ = 0;
   }
 
   // ---------------------------------------------------------------- append (no allocation past here)

@@ -14,9 +14,17 @@
 //
 // Persistence (docs/FORMAT.md): open() / save() / remove() / compact(); once a bank is attached to a directory
 // (opened or saved) every add() and remove() commits to it before returning (crash-safe: new files under
-// temporary names, fsync, rename, then the MANIFEST replaced atomically).
+// temporary names, fsync, rename, then the MANIFEST replaced atomically; a failed write removes its temporary).
+// Writers (docs/FORMAT.md "Writers"): opening never locks; the first write of a handle to its directory (add,
+// reserve_ids, remove, compact, save) takes its process's writer lock on BANK/LOCK (bank_dir.h), shared by the
+// handles of the process and held until the handle is destroyed or saved elsewhere; a handle of another process
+// then gets kBusy. Before every commit the handle re-reads MANIFEST: if another handle or process committed since
+// this one opened (or last committed), the write is refused with kBusy ("changed on disk ...; reopen") and nothing
+// is written. Garbage collection never deletes a segment a live handle of this process maps.
 //
 // Thread-safety: readers (routing, generation) take `lock_shared()`; add() takes the writer lock itself.
+// Concurrent adders reserve their ids first (reserve_ids, under the writer lock, checked against live, removed
+// and reserved ids), encode (the id is part of the encoded text), then add() with the reservation.
 // Every const accessor (document(), find(), routing(), stats(), ...) reads unguarded state: call it under
 // lock_shared() whenever another thread may add() concurrently. References it returns stay valid only
 // while the shared lock is held (add() may reallocate).
@@ -33,6 +41,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "memory/bank_dir.h"
 #include "memory/bank_format.h"
 #include "memory/page_codec.h"
 #include "model/config.h"
@@ -135,6 +144,37 @@ using BankFiles = bankfmt::BankContents;
 // content frame too.
 Status read_bank_files(const std::string& dir, bool verify_content, BankFiles* out);
 
+class MemoryBank;
+
+// Ids held for an add in progress (MemoryBank::reserve_ids): no other reservation or add can take them until the
+// reservation is consumed by MemoryBank::add or released (destructor, release()). Move-only; it must not outlive
+// its bank.
+class IdReservation {
+ public:
+  IdReservation() = default;
+  ~IdReservation() { release(); }
+  IdReservation(IdReservation&& o) noexcept;
+  IdReservation& operator=(IdReservation&& o) noexcept;
+  IdReservation(const IdReservation&) = delete;
+  IdReservation& operator=(const IdReservation&) = delete;
+
+  // The reserved ids, in order (automatic ones consecutive). Still readable after add() consumed them.
+  std::vector<uint64_t> ids() const;
+  size_t size() const { return explicit_ ? ids_.size() : static_cast<size_t>(count_); }
+  // True while the ids are held (not yet added, not released).
+  bool active() const { return bank_ != nullptr; }
+  // Gives the ids back to the bank (nothing when not active).
+  void release();
+
+ private:
+  friend class MemoryBank;
+  MemoryBank* bank_ = nullptr;
+  uint64_t token_ = 0;
+  bool explicit_ = false;
+  uint64_t first_ = 0, count_ = 0;  // automatic: [first_, first_ + count_)
+  std::vector<uint64_t> ids_;       // explicit
+};
+
 class MemoryBank {
  public:
   // template_k / template_v: one [3 * width] vector per decoder layer (all layers, not only router ones).
@@ -183,16 +223,26 @@ class MemoryBank {
   int n_router_layers() const { return static_cast<int>(routing_.size()); }
 
   // Appends documents atomically (all or none), under the writer lock. docs[i].chunk_begin/n_chunks are
-  // assigned by the bank; docs[i].n_tokens must equal pooled[i].n_tokens. Errors: kInvalidArgument (sizes
-  // disagree, n_tokens < 1, n_chunks != ceil(n_tokens / P), a non-finite pooled value, an id equal to
-  // UINT64_MAX (reserved so that next_id() is always free), a duplicate id, in the batch or against the
-  // bank), kOutOfMemory (nothing was added).
-  Status add(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled);
-  // As add(), but the bank numbers the documents itself, next_id(), next_id() + 1, ... under the same
-  // writer lock (docs[i].id is ignored), so concurrent adders never race for an id. The ids given are
-  // stored in *ids (may be null).
-  Status add_with_new_ids(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled,
-                          std::vector<uint64_t>* ids);
+  // assigned by the bank; docs[i].n_tokens must equal pooled[i].n_tokens. reservation (may be null): the ids
+  // reserved for these documents (docs' ids must be exactly its ids); consumed on success, left active on error.
+  // Errors: kInvalidArgument (sizes disagree, n_tokens < 1, n_chunks != ceil(n_tokens / P), a non-finite pooled
+  // value, an id equal to UINT64_MAX (reserved so that next_id() is always free), a duplicate id, in the batch or
+  // against the bank, an id reserved by another add in progress, ids other than the reservation's, the bank
+  // would hold more than limits::kMaxBankDocuments documents, live + removed + reserved), kOutOfMemory (nothing
+  // was added); attached: kBusy (another process writes the directory, or it changed on disk since this handle
+  // read it: reopen), kIo (nothing was added; "disk full" when the segment did not fit).
+  Status add(std::vector<DocumentRecord> docs, std::vector<PooledDocument> pooled,
+             IdReservation* reservation = nullptr);
+
+  // Reserves `n` automatic ids: consecutive, from max(next_id(), every reserved id + 1). Atomic with respect to
+  // other reservations and adds (writer lock). An attached bank also takes the directory's writer lock and checks
+  // the manifest now, so that a conflicting writer is reported before the documents are encoded.
+  // Errors: kInvalidArgument (n == 0, ids exhausted (the last would be UINT64_MAX), the bank would exceed
+  // limits::kMaxBankDocuments), kBusy, kIo.
+  Status reserve_ids(size_t n, IdReservation* out);
+  // Reserves the given ids (all or none). Errors: kInvalidArgument (empty, UINT64_MAX, a duplicate in ids, an id
+  // in the bank, removed (reserved until compact()) or reserved by another add, past kMaxBankDocuments), kBusy, kIo.
+  Status reserve_ids(const std::vector<uint64_t>& ids, IdReservation* out);
 
   // DocStore size: live and tombstoned documents (indices of routing results refer to it).
   int64_t n_documents() const { return static_cast<int64_t>(docs_.size()); }
@@ -201,8 +251,10 @@ class MemoryBank {
   const DocumentRecord& document(int64_t index) const { return docs_[static_cast<size_t>(index)]; }
   // Index of the live document with this id, or -1 (tombstoned documents are not found).
   int64_t find(uint64_t id) const;
-  // The id the next document added without an explicit id receives (max id + 1, 0 for an empty bank).
-  uint64_t next_id() const { return next_id_; }
+  // The first id reserve_ids(n) would hand out now: max id + 1 (0 for an empty bank), past every reserved id.
+  uint64_t next_id() const;
+  // Ids held by reservations not yet added or released.
+  int64_t n_reserved_ids() const { return n_reserved_; }
 
   // True when `id` belongs to a tombstoned document (ids stay reserved until compact()).
   bool is_removed_id(uint64_t id) const { return removed_ids_.count(id) != 0; }
@@ -228,8 +280,29 @@ class MemoryBank {
     uint32_t seg_doc = 0;
     int64_t ram_chunk = 0;
   };
-  Status add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled);
-  Status save_locked(const std::string& dir, bankfmt::WriteStats* stats);
+  Status add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled, IdReservation* res);
+  // Ids held by a reservation: automatic ones as a range, explicit ones as a set.
+  struct Reserved {
+    uint64_t first = 0, count = 0;      // automatic: [first, first + count)
+    std::unordered_set<uint64_t> ids;   // explicit
+    uint64_t top = 0;                   // largest reserved id + 1
+    bool holds(uint64_t id) const { return count > 0 ? id >= first && id - first < count : ids.count(id) != 0; }
+    size_t size() const { return count > 0 ? static_cast<size_t>(count) : ids.size(); }
+  };
+  // The reservation (token) holding `id`, or 0.
+  uint64_t reserved_by(uint64_t id) const;
+  void add_reservation_locked(Reserved r, IdReservation* out);
+  void release_reservation(uint64_t token);
+  friend class IdReservation;
+  // Writers of an attached bank: the directory's writer lock for this handle (kBusy when another process holds
+  // it), and the check that MANIFEST is still what this handle last read or wrote (kBusy otherwise). `what`
+  // prefixes the messages. Both with mu_ held; check_unchanged_locked also with the directory's commit mutex.
+  Status begin_write_locked(const char* what);
+  Status check_unchanged_locked(const char* what) const;
+  // Deletes segment `name` of the attached directory after a failed commit, unless MANIFEST lists it (a commit
+  // whose final directory fsync failed is still in place). With the commit mutex held.
+  void discard_segment_locked(const std::string& name) const;
+  Status save_locked(const std::string& dir, bankfmt::WriteStats* stats, const char* what);
   Status commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones);
   bankfmt::Manifest manifest_for(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones,
                                  uint64_t generation) const;
@@ -256,6 +329,12 @@ class MemoryBank {
   uint64_t generation_ = 0;
   std::vector<bankfmt::SegmentRef> seg_refs_;
   std::vector<std::shared_ptr<const bankfmt::SegmentFile>> segments_;
+  std::shared_ptr<bankfmt::BankDir> dir_;  // this process's entry of the attached directory
+  bankfmt::WriterLock writer_;             // held from the first write to the attached directory on
+  // Reservations of adds in progress, by token.
+  std::unordered_map<uint64_t, Reserved> reserved_;
+  uint64_t next_token_ = 1;
+  int64_t n_reserved_ = 0;
   mutable std::shared_mutex mu_;
 };
 

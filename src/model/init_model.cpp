@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "model/config.h"
@@ -199,20 +200,6 @@ void fill_normal_bf16(uint16_t* out, int64_t n, float mean, float std, uint64_t 
   }
 }
 
-Status write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Error(StatusCode::kIo, path, ": write failed: ", std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
 // Streams the safetensors file tensor by tensor (the msa-4b-shape preset is 8.5 GB: never all in memory).
 Status write_random_safetensors(const std::string& path, const std::vector<TensorSpec>& specs, uint64_t seed) {
   json header = json::object();
@@ -227,17 +214,17 @@ Status write_random_safetensors(const std::string& path, const std::vector<Tenso
   header["__metadata__"] = json{{"format", "pt"}, {"generator", "msa init-model"}};
   std::string h = header.dump();
   while (h.size() % 8) h.push_back(' ');
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Error(StatusCode::kIo, tmp, ": cannot create: ", std::strerror(errno));
+  // core/atomic_file.h: a temporary next to `path`, fsync, rename, fsync(dir); removed on any failure.
+  AtomicFile file;
+  MSA_RETURN_IF_ERROR(file.open(path));
   uint8_t len[8];
   uint64_t hl = h.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(hl >> (8 * i));
-  Status st = write_all(fd, len, 8, tmp);
-  if (st.ok()) st = write_all(fd, h.data(), h.size(), tmp);
+  MSA_RETURN_IF_ERROR(file.write(len, 8));
+  MSA_RETURN_IF_ERROR(file.write(h.data(), h.size()));
   std::vector<uint16_t> buf;
   constexpr int64_t kBlock = 1 << 16;
-  for (size_t ti = 0; ti < specs.size() && st.ok(); ++ti) {
+  for (size_t ti = 0; ti < specs.size(); ++ti) {
     const TensorSpec& t = specs[ti];
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
@@ -251,14 +238,9 @@ Status write_random_safetensors(const std::string& path, const std::vector<Tenso
         fill_normal_bf16(buf.data() + begin, len_b, t.mean, t.std, stream);
       }
     });
-    st = write_all(fd, buf.data(), buf.size() * 2, tmp);
+    MSA_RETURN_IF_ERROR(file.write(buf.data(), buf.size() * 2));
   }
-  if (st.ok() && ::fsync(fd) != 0) st = Error(StatusCode::kIo, tmp, ": fsync failed: ", std::strerror(errno));
-  ::close(fd);
-  if (st.ok() && std::rename(tmp.c_str(), path.c_str()) != 0)
-    st = Error(StatusCode::kIo, path, ": rename failed: ", std::strerror(errno));
-  if (!st.ok()) std::remove(tmp.c_str());
-  return st;
+  return file.commit();
 }
 
 Status write_text(const std::string& path, const std::string& text) {

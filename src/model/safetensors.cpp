@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/atomic_file.h"
+
 namespace msa {
 
 namespace {
@@ -479,54 +481,6 @@ void put_le64(uint64_t v, char* out) {
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xffu);
 }
 
-Status write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Error(StatusCode::kIo, path, ": write failed: ", std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
-struct Piece {
-  const void* data;
-  size_t size;
-};
-
-// Writes the pieces to path + ".tmp", fsyncs, renames over `path`, fsyncs the directory.
-Status write_pieces_atomic(const std::string& path, const std::vector<Piece>& pieces) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Error(StatusCode::kIo, tmp, ": cannot create: ", std::strerror(errno));
-  Status st;
-  for (const Piece& p : pieces) {
-    st = write_all(fd, p.data, p.size, tmp);
-    if (!st.ok()) break;
-  }
-  if (st.ok() && ::fsync(fd) != 0) st = Error(StatusCode::kIo, tmp, ": fsync failed: ", std::strerror(errno));
-  if (::close(fd) != 0 && st.ok()) st = Error(StatusCode::kIo, tmp, ": close failed: ", std::strerror(errno));
-  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    st = Error(StatusCode::kIo, path, ": cannot rename ", tmp, " into place: ", std::strerror(errno));
-  }
-  if (!st.ok()) {
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {  // best effort: the data itself is already durable
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Status serialize_safetensors(const std::vector<TensorToWrite>& tensors,
@@ -552,15 +506,15 @@ Status write_safetensors(const std::string& path, const std::vector<TensorToWrit
   MSA_RETURN_IF_ERROR(build_header(tensors, metadata, &header, &sizes));
   char len[8];
   put_le64(header.size(), len);
-  std::vector<Piece> pieces{{len, 8}, {header.data(), header.size()}};
+  std::vector<ByteSpan> pieces{{len, 8}, {header.data(), header.size()}};
   for (size_t i = 0; i < tensors.size(); ++i) {
     if (sizes[i]) pieces.push_back({tensors[i].data, static_cast<size_t>(sizes[i])});
   }
-  return write_pieces_atomic(path, pieces);
+  return atomic_write_file(path, pieces);  // core/atomic_file.h: temp, fsync, rename, fsync(dir)
 }
 
 Status write_file_atomic(const std::string& path, const std::string& bytes) {
-  return write_pieces_atomic(path, {{bytes.data(), bytes.size()}});
+  return atomic_write_file(path, {{bytes.data(), bytes.size()}});
 }
 
 }  // namespace msa

@@ -58,6 +58,21 @@ grep -q '"removed": 0' <<<"$info" && grep -q '"segments": 1' <<<"$info" || fail 
 r3=$("$MSA" route --model "$WORK/micro" --memory "$WORK/bank" --prompt "Where is the Eiffel Tower?" --top-k 16 --json)
 [[ "$r2" == "$r3" ]] || fail "compact changed routing: $r2 vs $r3"
 
+# One writer per bank: while another process holds BANK/LOCK (here flock(1), the same flock(2) lock the library
+# takes), a write is refused with MSA_ERR_BUSY naming the bank and nothing changes; reading still works.
+if command -v flock >/dev/null 2>&1; then
+  set +e
+  err=$(flock -n "$WORK/bank/LOCK" "$MSA" memory rm "$WORK/bank" --model "$WORK/micro" 10 2>&1); rc=$?
+  set -e
+  [[ $rc -eq 1 ]] && grep -q "MSA_ERR_BUSY" <<<"$err" && grep -q "$WORK/bank" <<<"$err" || fail "second writer: $err"
+  flock -n "$WORK/bank/LOCK" "$MSA" memory verify "$WORK/bank" >/dev/null || fail "reading a locked bank"
+  info=$("$MSA" memory info "$WORK/bank" --json)
+  grep -q '"removed": 0' <<<"$info" || fail "a refused writer changed the bank: $info"
+  ls "$WORK/bank" | grep -q '\.tmp$' && fail "temporary files left: $(ls "$WORK/bank")"
+else
+  echo "cli_memory: flock(1) not installed, writer lock check skipped"
+fi
+
 # Another model: refused, naming the field.
 set +e
 err=$("$MSA" route --model "$WORK/other" --memory "$WORK/bank" --prompt "x" 2>&1); rc=$?

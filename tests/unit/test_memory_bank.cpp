@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/limits.h"
 #include "memory/memory_bank.h"
 
 namespace {
@@ -295,46 +297,128 @@ TEST_CASE("MemoryBank::add is all-or-none on bad input", "[memory]") {
   CHECK(bank->n_documents() == 4);
 }
 
-TEST_CASE("MemoryBank::add_with_new_ids numbers documents under the lock", "[memory]") {
+TEST_CASE("MemoryBank::reserve_ids holds ids for an add in progress", "[memory]") {
   auto bank = make_bank();
-  Batch b;
-  b.add(999, 2, 1.0f);  // ids of the records are ignored
-  b.add(999, 3, 2.0f);
-  std::vector<uint64_t> ids;
-  REQUIRE(bank->add_with_new_ids(b.docs, b.pooled, &ids).ok());
-  CHECK(ids == std::vector<uint64_t>{0, 1});
+  msa::IdReservation r1, r2, r3;
+  REQUIRE(bank->reserve_ids(2, &r1).ok());
+  CHECK(r1.active());
+  CHECK(r1.ids() == std::vector<uint64_t>{0, 1});
   CHECK(bank->next_id() == 2);
-  Batch c;
-  c.add(100, 1, 3.0f);
-  REQUIRE(bank->add(c.docs, c.pooled).ok());
-  REQUIRE(bank->add_with_new_ids(b.docs, b.pooled, &ids).ok());
-  CHECK(ids == std::vector<uint64_t>{101, 102});
-  CHECK(bank->find(102) == 4);
+  CHECK(bank->n_reserved_ids() == 2);
+  // Explicit ids: refused when reserved by another add, a duplicate, UINT64_MAX; all or none.
+  msa::Status st = bank->reserve_ids(std::vector<uint64_t>{5, 1}, &r2);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("id 1 is taken by another add in progress") != std::string::npos);
+  CHECK_FALSE(r2.active());
+  CHECK(bank->reserve_ids(std::vector<uint64_t>{5, 5}, &r2).code() == StatusCode::kInvalidArgument);
+  CHECK(bank->reserve_ids(std::vector<uint64_t>{UINT64_MAX}, &r2).code() == StatusCode::kInvalidArgument);
+  CHECK(bank->reserve_ids(std::vector<uint64_t>{}, &r2).code() == StatusCode::kInvalidArgument);
+  CHECK(bank->reserve_ids(0, &r2).code() == StatusCode::kInvalidArgument);
+  CHECK(bank->n_reserved_ids() == 2);
+  REQUIRE(bank->reserve_ids(std::vector<uint64_t>{9, 5}, &r2).ok());
+  CHECK(r2.ids() == std::vector<uint64_t>{9, 5});
+  // Automatic ids continue above every reserved one.
+  REQUIRE(bank->reserve_ids(1, &r3).ok());
+  CHECK(r3.ids() == std::vector<uint64_t>{10});
+  CHECK(bank->n_reserved_ids() == 5);
 
-  // Concurrent adders never collide on ids.
+  // add(): reserved ids are refused without their reservation, and a reservation covers exactly its ids.
+  Batch b;
+  b.add(0, 2, 1.0f);
+  b.add(1, 3, 2.0f);
+  st = bank->add(b.docs, b.pooled);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("taken by another add in progress") != std::string::npos);
+  Batch wrong;
+  wrong.add(0, 2, 1.0f);
+  wrong.add(7, 3, 2.0f);
+  st = bank->add(wrong.docs, wrong.pooled, &r1);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("not one of the reserved ids") != std::string::npos);
+  CHECK(bank->add(b.docs, b.pooled, &r2).code() == StatusCode::kInvalidArgument);  // r2 holds 9 and 5
+  CHECK(r1.active());
+  CHECK(bank->n_documents() == 0);
+  REQUIRE(bank->add(b.docs, b.pooled, &r1).ok());
+  CHECK_FALSE(r1.active());
+  CHECK(r1.ids() == std::vector<uint64_t>{0, 1});
+  CHECK(bank->n_documents() == 2);
+  CHECK(bank->n_reserved_ids() == 3);
+  // A consumed reservation cannot be used again.
+  CHECK(bank->add(b.docs, b.pooled, &r1).code() == StatusCode::kInvalidArgument);
+
+  // Releasing gives the ids back: automatic ids continue from the bank's largest id again.
+  r3.release();
+  CHECK_FALSE(r3.active());
+  CHECK(bank->next_id() == 10);  // r2 still holds 9
+  r2 = msa::IdReservation();     // move-assignment releases too
+  CHECK(bank->next_id() == 2);
+  CHECK(bank->n_reserved_ids() == 0);
+  {
+    msa::IdReservation scoped;
+    REQUIRE(bank->reserve_ids(std::vector<uint64_t>{2, 3}, &scoped).ok());
+    msa::IdReservation moved(std::move(scoped));
+    CHECK_FALSE(scoped.active());
+    CHECK(moved.active());
+    CHECK(bank->n_reserved_ids() == 2);
+  }
+  CHECK(bank->n_reserved_ids() == 0);  // released by the destructor
+  Batch c;
+  c.add(2, 1, 3.0f);
+  CHECK(bank->add(c.docs, c.pooled).ok());
+
+  // Concurrent reservations of automatic ids are disjoint.
   auto fresh = make_bank();
+  std::vector<std::vector<uint64_t>> got(4);
   std::vector<std::thread> threads;
-  std::vector<msa::Status> results(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 10; ++i) {
+      for (int i = 0; i < 25; ++i) {
+        msa::IdReservation r;
+        if (!fresh->reserve_ids(3, &r).ok()) return;
+        const std::vector<uint64_t> ids = r.ids();
+        got[static_cast<size_t>(t)].insert(got[static_cast<size_t>(t)].end(), ids.begin(), ids.end());
         Batch one;
-        one.add(0, 5, static_cast<float>(t));
-        msa::Status st = fresh->add_with_new_ids(one.docs, one.pooled, nullptr);
-        if (!st.ok()) results[static_cast<size_t>(t)] = st;
-        fresh->lock_shared();
-        const int64_t n = fresh->n_documents();
-        fresh->unlock_shared();
-        if (n < 1) results[static_cast<size_t>(t)] = msa::Status(StatusCode::kInternal, "empty");
+        for (uint64_t id : ids) one.add(id, 5, static_cast<float>(t));
+        if (!fresh->add(one.docs, one.pooled, &r).ok()) return;
       }
     });
   }
   for (auto& th : threads) th.join();
-  for (auto& r : results) CHECK(r.ok());
-  CHECK(fresh->n_documents() == 40);
-  CHECK(fresh->next_id() == 40);
-  CHECK(fresh->routing(1).n_chunks() == 80);
-  for (uint64_t id = 0; id < 40; ++id) CHECK(fresh->find(id) >= 0);
+  std::set<uint64_t> all;
+  for (const auto& g : got) all.insert(g.begin(), g.end());
+  CHECK(all.size() == 300);
+  CHECK(fresh->n_documents() == 300);
+  CHECK(fresh->next_id() == 300);
+  for (uint64_t id = 0; id < 300; ++id) CHECK(fresh->find(id) >= 0);
+}
+
+TEST_CASE("MemoryBank: a bank never grows past limits::kMaxBankDocuments (live + removed + reserved)", "[memory]") {
+  auto bank = make_bank();
+  Batch b;
+  b.add(0, 2, 1.0f);
+  b.add(1, 3, 2.0f);
+  REQUIRE(bank->add(b.docs, b.pooled).ok());
+  REQUIRE(bank->remove({0}).ok());  // removed documents still count until compact()
+  msa::IdReservation big;
+  msa::Status st = bank->reserve_ids(static_cast<size_t>(msa::limits::kMaxBankDocuments) - 1, &big);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("MSA_MAX_BANK_DOCUMENTS") != std::string::npos);
+  // Reservations count: with all but three places reserved, an add of four is refused, one of three fits.
+  REQUIRE(bank->reserve_ids(static_cast<size_t>(msa::limits::kMaxBankDocuments) - 5, &big).ok());
+  Batch four, three;
+  const uint64_t past = uint64_t{1} << 40;  // above the automatic ids `big` holds
+  for (uint64_t i = 0; i < 4; ++i) four.add(past + i, 1, 1.0f);
+  for (uint64_t i = 0; i < 3; ++i) three.add(past + i, 1, 1.0f);
+  st = bank->add(four.docs, four.pooled);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("more than the limit") != std::string::npos);
+  CHECK(bank->n_documents() == 2);
+  msa::IdReservation one;
+  CHECK(bank->reserve_ids(4, &one).code() == StatusCode::kInvalidArgument);
+  REQUIRE(bank->add(three.docs, three.pooled).ok());
+  CHECK(bank->n_documents() == 5);
+  big.release();
+  CHECK(bank->reserve_ids(4, &one).ok());
 }
 
 TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and RoutingIndex::decode give the codec's "
