@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/limits.h"
 #include "engine/engine_common.h"
 #include "memory/bank_fingerprint.h"
 #include "tokenizer/tokenizer.h"
@@ -219,6 +220,10 @@ Status Encoder::encode(const std::vector<std::string_view>& texts, const std::ve
   for (size_t i = 0; i < texts.size(); ++i) {
     MSA_RETURN_IF_ERROR(tok->encode(format_memory_document(ids[i], texts[i]), &tokens[i]));
     const int64_t n = static_cast<int64_t>(tokens[i].size());
+    if (n > limits::kMaxDocumentTokens) {  // binds only where max_position_embeddings is larger (or unset)
+      return Error(StatusCode::kContextOverflow, "encode: document ", i, " (id ", ids[i], ") is ", n,
+                   " tokens once formatted, more than MSA_MAX_DOCUMENT_TOKENS (", limits::kMaxDocumentTokens, ")");
+    }
     if (limit > 0 && n > limit) {
       return Error(StatusCode::kContextOverflow, "encode: document ", i, " (id ", ids[i], ") is ", n,
                    " tokens once formatted, more than max_position_embeddings = ", limit);
