@@ -182,40 +182,60 @@ TEST_CASE("concurrency: readers route and generate while a writer adds, removes 
     Status status;
   };
   std::vector<std::vector<Observed>> seen(kReaders);
-  std::vector<std::atomic<int>> calls(kReaders);
-  for (auto& n : calls) n.store(0);
+  // Pacing (no timing): the writer runs op i during epoch 2i+1 and bumps the epoch when it is done.
+  //  * In a stable (even) epoch all readers call at once, at most kPerEpoch calls each, and the writer starts
+  //    the next op (or stops) only once every reader has started 2 calls (a route and a generate) in it: every
+  //    state is observed by every reader.
+  //  * While an op is in flight (odd epoch) the readers call one at a time, in turns, for as long as the op
+  //    lasts: calls keep starting while the writer holds the lock (what a reader may do before it takes the
+  //    shared lock then runs concurrently with the write), and the gaps between the calls let the writer take
+  //    the lock (pthread rwlocks prefer readers: overlapping readers could starve it).
+  constexpr int kPerEpoch = 4;
+  std::atomic<int> epoch{0};
+  std::atomic<int> turn{0};  // odd epochs: reader turn % kReaders calls next
+  std::vector<std::atomic<int>> ready(kReaders);  // the last epoch in which the reader started its 2nd call
+  for (auto& r : ready) r.store(-1);
   std::atomic<bool> stop{false};
   std::vector<std::thread> readers;
   for (int t = 0; t < kReaders; ++t) {
     readers.emplace_back([&, t] {
       Session s(model, bank.get());
-      for (int c = t; !stop.load(); ++c) {  // threads start at different call kinds
+      int my_epoch = -1, n = 0;
+      for (int c = t; !stop.load();) {  // threads start at different call kinds
+        const int e = epoch.load();
+        if (e != my_epoch) {
+          my_epoch = e;
+          n = 0;
+        }
+        const bool in_flight = e % 2 == 1;
+        if (in_flight ? turn.load() % kReaders != t : n >= kPerEpoch) {
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+          continue;
+        }
         Observed o;
-        o.call = c % kCallKinds;
+        o.call = c++ % kCallKinds;
         o.status = call(&s, o.call, &o.sig);
         seen[static_cast<size_t>(t)].push_back(std::move(o));
-        calls[static_cast<size_t>(t)].fetch_add(1);
-        // pthread rwlocks prefer readers: without a pause, readers back to back could starve the writer.
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        if (in_flight) turn.fetch_add(1);
+        if (++n == 2) ready[static_cast<size_t>(t)].store(my_epoch);
       }
     });
   }
-  // Before each op (and before stopping) every reader completes 2 more calls (a route and a generate), so
-  // every state is observed by every reader; the writer does not wait for them otherwise.
   std::vector<Status> op_status;
-  auto wait_calls = [&](int n) {
-    std::vector<int> target;
-    for (auto& c : calls) target.push_back(c.load() + n);
-    for (size_t t = 0; t < calls.size(); ++t) {
-      while (calls[t].load() < target[t]) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  auto wait_readers = [&]() {
+    const int e = epoch.load();
+    for (auto& r : ready) {
+      while (r.load() < e) std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   };
   std::thread writer([&] {
     for (const WriterOp& op : kOps) {
-      wait_calls(2);
+      wait_readers();
+      epoch.fetch_add(1);
       op_status.push_back(apply(model, op, bank.get()));
+      epoch.fetch_add(1);
     }
-    wait_calls(2);
+    wait_readers();
     stop.store(true);
   });
   writer.join();
