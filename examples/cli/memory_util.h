@@ -6,17 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "documents.h"
 #include "msa/msa.h"
 
 namespace cli {
 
-struct DocFile {
-  std::vector<std::string> texts;
-  std::vector<uint64_t> ids;  // empty: ids are assigned by the bank (0..n-1)
-};
-
-// FILE: a JSON array of strings, or JSON Lines of {"id": N, "text": "..."} (ids given for every line).
-// Returns false and fills `error` (naming the file and the line) on malformed input.
+// Reads the documents file `path` (a JSON array of strings, or JSON Lines of {"id": N, "text": "..."}, ids
+// given for every line; parse_documents in documents.h). Returns false and fills `error` (naming the file and
+// the line) when it cannot be read or is malformed.
 bool read_documents(const std::string& path, DocFile* out, std::string* error);
 
 // Loads the model and encodes `docs` into a new bank, printing progress to stderr: a bar with tokens/s and

@@ -1,0 +1,60 @@
+# cmake -D TEST_EXECUTABLE=... -D TEST_WORKING_DIR=... -D TIERS_FILE=... -D CTEST_FILE=... -P MsaCatchDiscover.cmake
+# Writes CTEST_FILE: one add_test per Catch2 test case of TEST_EXECUTABLE, labelled by tier (MsaCatchTests.cmake).
+cmake_minimum_required(VERSION 3.25)
+include(${TIERS_FILE})
+
+# The test case names of `spec` (empty: all), one per line; ';' (CMake's list separator) kept as @SEMI@.
+function(msa_list_names out spec)
+  execute_process(COMMAND "${TEST_EXECUTABLE}" ${spec} --list-test-names-only
+    OUTPUT_VARIABLE text RESULT_VARIABLE rc WORKING_DIRECTORY "${TEST_WORKING_DIR}")
+  if(NOT rc MATCHES "^[0-9]+$")
+    message(FATAL_ERROR "${TEST_EXECUTABLE} --list-test-names-only failed: ${rc}\n${text}")
+  endif()
+  string(REPLACE ";" "@SEMI@" text "${text}")
+  string(REPLACE "\n" ";" lines "${text}")
+  set(names "")
+  foreach(line IN LISTS lines)
+    if(NOT line STREQUAL "")
+      list(APPEND names "${line}")
+    endif()
+  endforeach()
+  set(${out} "${names}" PARENT_SCOPE)
+endfunction()
+
+msa_list_names(all "")
+msa_list_names(tagged "[concurrency]")
+foreach(kind FULL_RELEASE FULL_ASAN CONCURRENCY)
+  set(listed "")
+  foreach(name IN LISTS MSA_TIER_${kind})
+    string(REPLACE ";" "@SEMI@" name "${name}")
+    list(FIND all "${name}" found)
+    if(found LESS 0)
+      message(FATAL_ERROR "tests/CMakeLists.txt lists \"${name}\" (${kind}), which is no test case of ${TEST_EXECUTABLE}")
+    endif()
+    list(APPEND listed "${name}")
+  endforeach()
+  set(tier_${kind} "${listed}")
+endforeach()
+
+set(script "")
+foreach(name IN LISTS all)
+  set(labels "quick")
+  if(name IN_LIST tier_FULL_RELEASE)
+    set(labels "full;tier_release")
+  elseif(name IN_LIST tier_FULL_ASAN)
+    set(labels "full;tier_asan")
+  elseif(name IN_LIST tier_CONCURRENCY OR name IN_LIST tagged)
+    set(labels "quick;concurrency")
+  endif()
+  string(REPLACE "@SEMI@" ";" real "${name}")
+  # The name as a Catch2 test spec: \ , [ ] " are special there.
+  set(spec "${real}")
+  foreach(c "\\" "," "[" "]" "\"")
+    string(REPLACE "${c}" "\\${c}" spec "${spec}")
+  endforeach()
+  string(APPEND script
+    "add_test([==[${real}]==] [==[${TEST_EXECUTABLE}]==] [==[${spec}]==] --warn NoTests)\n"
+    "set_tests_properties([==[${real}]==] PROPERTIES WORKING_DIRECTORY [==[${TEST_WORKING_DIR}]==] "
+    "LABELS [==[${labels}]==])\n")
+endforeach()
+file(WRITE "${CTEST_FILE}" "${script}")
