@@ -407,7 +407,8 @@ MSA_API void msa_memory_free(msa_memory *memory);
 /* ---- persistence (docs/FORMAT.md). A bank on disk is a directory: immutable segment files and a MANIFEST,
  * the single atomic commit point. Every change (save, add to an attached bank, remove, compact) writes new
  * files under temporary names, fsyncs them, renames them and then replaces MANIFEST atomically: a crash at any
- * point leaves either the previous bank or the new one, complete. One writer process per directory at a time.
+ * point leaves either the previous bank or the new one, complete. One writer process per directory at a time,
+ * enforced by a flock on BANK/LOCK: another process's write gets MSA_ERR_BUSY; readers never lock.
  * Every byte is covered by an xxHash64 checksum: corruption gives MSA_ERR_CORRUPT (or MSA_ERR_TRUNCATED)
  * with a message naming the file and the section, never a crash or a wrong answer. */
 
