@@ -5,19 +5,11 @@
  * usage: test_abi_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include "e2e_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static int failures = 0;
-#define CHECK(cond)                                                                                        \
-  do {                                                                                                     \
-    if (!(cond)) {                                                                                         \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond,            \
-              msa_last_error());                                                                           \
-      failures++;                                                                                          \
-    }                                                                                                      \
-  } while (0)
 
 /* A struct from a future header: the current one plus fields this library does not know. */
 typedef struct {

@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <msa/msa.h>
 
+#include "e2e_util.h"
+
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +33,6 @@ typedef struct {
 
 static row table[400];
 static int n_rows = 0;
-static int failures = 0;
 
 static void expect(const char *function, const char *condition, msa_status expected, msa_status got) {
   const char *msg = msa_last_error();
@@ -50,14 +51,6 @@ static void expect(const char *function, const char *condition, msa_status expec
   }
 }
 #define EXPECT(function, condition, code, call) expect(function, condition, code, (call))
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, \
-              msa_last_error());                                             \
-      failures++;                                                            \
-    }                                                                        \
-  } while (0)
 
 /* ------------------------------------------------------------------------------------------- files */
 static char tmp[256];

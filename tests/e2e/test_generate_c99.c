@@ -4,20 +4,12 @@
  * under ASan in CI: no leak). usage: test_generate_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include "e2e_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures = 0;
-#define CHECK(cond)                                                                                        \
-  do {                                                                                                     \
-    if (!(cond)) {                                                                                         \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond,            \
-              msa_last_error());                                                                           \
-      failures++;                                                                                          \
-    }                                                                                                      \
-  } while (0)
 
 typedef struct {
   char text[8192];

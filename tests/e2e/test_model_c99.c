@@ -3,19 +3,12 @@
  * usage: test_model_c99 <tests/data dir> */
 #include <msa/msa.h>
 
+#include "e2e_util.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures = 0;
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, msa_last_error()); \
-      failures++;                                                     \
-    }                                                                 \
-  } while (0)
 
 int main(int argc, char **argv) {
   char dir[4096];
