@@ -29,6 +29,7 @@
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 #include "msa/msa.h"
+#include "test_bank_common.h"
 #include "test_engine_common.h"
 
 using namespace msa;
@@ -36,23 +37,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kTexts = {
-    "The Eiffel Tower is in Paris and was completed in 1889.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "Mount Everest is the highest mountain above sea level, 8849 metres.",
-    "The Great Wall of China is thousands of kilometres long.",
-    "Water boils at 100 degrees Celsius at sea level.",
-    "Honey never spoils; archaeologists found edible honey in tombs.",
-};
+using bank_test::kTexts;
 const char* kQuestion = "Where is the Eiffel Tower?";
-
-// model_fingerprint hashes tokenizer.json (11 MB): once per model.
-const bankfmt::Fingerprint& fp_of(const Model& model) {
-  static std::map<const Model*, bankfmt::Fingerprint> cache;
-  auto it = cache.find(&model);
-  if (it == cache.end()) it = cache.emplace(&model, model_fingerprint(model)).first;
-  return it->second;
-}
 
 std::unique_ptr<MemoryBank> make_bank(const Model& model, PageDType dtype, size_t n = kTexts.size()) {
   std::unique_ptr<MemoryBank> bank;
@@ -111,7 +97,7 @@ std::vector<int32_t> generate_tokens(const Model& model, const MemoryBank& bank)
 }
 
 std::unique_ptr<MemoryBank> open_bank(const Model& model, const fs::path& dir, bool verify = false) {
-  const bankfmt::Fingerprint& fp = fp_of(model);
+  const bankfmt::Fingerprint& fp = bank_test::fingerprint_of(model);
   BankOpenOptions o;
   o.verify_content = verify;
   std::unique_ptr<MemoryBank> b;
@@ -244,7 +230,7 @@ TEST_CASE("bank: a bank of another model is refused with the differing field nam
   ENGINE_REQUIRE_OK(bank->save(dir.string()));
   {
     const Model& other = engine_test::cached_model("micro", "", 99);  // same shapes, other weights
-    const bankfmt::Fingerprint& fp = fp_of(other);
+    const bankfmt::Fingerprint& fp = bank_test::fingerprint_of(other);
     std::unique_ptr<MemoryBank> b;
     const Status s = MemoryBank::open(dir.string(), other.config(), &fp, BankOpenOptions(), &b);
     CHECK(s.code() == StatusCode::kInvalidArgument);
@@ -253,7 +239,7 @@ TEST_CASE("bank: a bank of another model is refused with the differing field nam
   }
   {
     const Model& other = engine_test::cached_model("micro", R"({"pooling_kernel_size": 8})");
-    const bankfmt::Fingerprint& fp = fp_of(other);
+    const bankfmt::Fingerprint& fp = bank_test::fingerprint_of(other);
     std::unique_ptr<MemoryBank> b;
     const Status s = MemoryBank::open(dir.string(), other.config(), &fp, BankOpenOptions(), &b);
     CHECK(s.code() == StatusCode::kInvalidArgument);
@@ -426,7 +412,7 @@ TEST_CASE("bank: 1,000 seeded single-bit flips are all detected", "[bank]") {
     REQUIRE(clean_failure(full, files[fi].first));
     // Lazy open may succeed only when the flip is inside a content frame; then the bank refuses to serve it:
     // verify() and reading that page fail, every other page is still exact.
-    const bankfmt::Fingerprint& fp = fp_of(model);
+    const bankfmt::Fingerprint& fp = bank_test::fingerprint_of(model);
     std::unique_ptr<MemoryBank> b;
     const Status lazy = MemoryBank::open(dir.string(), model.config(), &fp, BankOpenOptions(), &b);
     if (lazy.ok()) {
@@ -463,7 +449,7 @@ enum class Op { kSave, kAdd, kRemove, kCompact };
 // kSave: `ram` (a bank never attached) is saved over the bank in dir.
 Status run_op(const Model& model, Op op, const fs::path& dir, const EncodedDocuments& extra, MemoryBank* ram) {
   if (op == Op::kSave) return ram->save(dir.string());
-  const bankfmt::Fingerprint& fp = fp_of(model);
+  const bankfmt::Fingerprint& fp = bank_test::fingerprint_of(model);
   std::unique_ptr<MemoryBank> b;
   MSA_RETURN_IF_ERROR(MemoryBank::open(dir.string(), model.config(), &fp, BankOpenOptions(), &b));
   switch (op) {

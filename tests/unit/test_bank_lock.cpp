@@ -27,6 +27,7 @@
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 #include "model/safetensors.h"
+#include "test_bank_common.h"
 #include "test_engine_common.h"
 
 using namespace msa;
@@ -34,20 +35,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kTexts = {
-    "The Eiffel Tower is in Paris and was completed in 1889.",
-    "Photosynthesis converts light energy into chemical energy in plants.",
-    "Mount Everest is the highest mountain above sea level, 8849 metres.",
-    "The Great Wall of China is thousands of kilometres long.",
-    "Water boils at 100 degrees Celsius at sea level.",
-    "Honey never spoils; archaeologists found edible honey in tombs.",
-};
+using bank_test::kTexts;
 
-const bankfmt::Fingerprint& fingerprint(const Model& model) {
-  static std::map<const Model*, bankfmt::Fingerprint> cache;
-  auto it = cache.find(&model);
-  if (it == cache.end()) it = cache.emplace(&model, model_fingerprint(model)).first;
-  return it->second;
+// In a forked child: writes past `bytes` bytes fail with EFBIG (SIGXFSZ ignored), as writes fail with ENOSPC
+// on a full disk. False when the limit cannot be set.
+bool limit_file_size(rlim_t bytes) {
+  ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit rl;
+  ::getrlimit(RLIMIT_FSIZE, &rl);
+  rl.rlim_cur = bytes;
+  return ::setrlimit(RLIMIT_FSIZE, &rl) == 0;
+}
+
+// Back to the hard limit (for the child's report file).
+void unlimit_file_size() {
+  struct rlimit rl;
+  ::getrlimit(RLIMIT_FSIZE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  ::setrlimit(RLIMIT_FSIZE, &rl);
 }
 
 // A bank of kTexts[0..n) with ids 100, 101, ..., saved to a fresh directory (the handle is freed: no writer is
@@ -68,7 +73,7 @@ fs::path saved_bank(const Model& model, const std::string& tag, size_t n, PageDT
 Status open_dir(const Model& model, const fs::path& dir, bool verify, std::unique_ptr<MemoryBank>* out) {
   BankOpenOptions o;
   o.verify_content = verify;
-  return MemoryBank::open(dir.string(), model.config(), &fingerprint(model), o, out);
+  return MemoryBank::open(dir.string(), model.config(), &bank_test::fingerprint_of(model), o, out);
 }
 
 std::unique_ptr<MemoryBank> open_bank(const Model& model, const fs::path& dir, bool verify = false) {
@@ -420,12 +425,7 @@ TEST_CASE("bank: a write that fails for lack of space (EFBIG) leaves no temporar
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    // Writes past `room` bytes fail with EFBIG (SIGXFSZ ignored), as writes fail with ENOSPC on a full disk.
-    ::signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl;
-    ::getrlimit(RLIMIT_FSIZE, &rl);
-    rl.rlim_cur = room;
-    if (::setrlimit(RLIMIT_FSIZE, &rl) != 0) ::_exit(9);
+    if (!limit_file_size(room)) ::_exit(9);
     std::unique_ptr<MemoryBank> b;
     if (!open_dir(model, dir, false, &b).ok()) ::_exit(10);
     int code = 0;
@@ -443,15 +443,13 @@ TEST_CASE("bank: a write that fails for lack of space (EFBIG) leaves no temporar
     log += rm.to_string() + "\n";
     if (!rm.ok()) code |= 16;
     // With no room even for a manifest, the remove fails cleanly too: no MANIFEST temporary, nothing changed.
-    rl.rlim_cur = 64;
-    ::setrlimit(RLIMIT_FSIZE, &rl);
+    limit_file_size(64);
     const Status rm2 = b->remove({101});
     log += rm2.to_string() + "\n";
     if (rm2.code() != StatusCode::kIo || !contains(rm2.message(), "disk full")) code |= 32;
     if (has_tmp(dir)) code |= 64;
     if (b->find(101) < 0) code |= 128;
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_FSIZE, &rl);
+    unlimit_file_size();
     engine_test::write_text(msg_file, log);
     ::_exit(code);
   }
@@ -484,11 +482,7 @@ TEST_CASE("atomic file: a failed write (EFBIG) removes its temporary, keeps the 
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    ::signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl;
-    ::getrlimit(RLIMIT_FSIZE, &rl);
-    rl.rlim_cur = 4096;
-    if (::setrlimit(RLIMIT_FSIZE, &rl) != 0) ::_exit(9);
+    if (!limit_file_size(4096)) ::_exit(9);
     int code = 0;
     const Status st = write_safetensors(path, {{"w", DType::kF32, {16384}, big.data()}}, {});
     std::string log = st.to_string() + "\n";
@@ -504,8 +498,7 @@ TEST_CASE("atomic file: a failed write (EFBIG) removes its temporary, keeps the 
     const Status w = g.open((dir / "other").string()).ok() ? g.write(big.data(), big.size() * 4) : Status::Ok();
     log += w.to_string() + "\n";
     if (w.code() != StatusCode::kIo || !contains(w.message(), "disk full") || !only_the_file()) code |= 32;
-    rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_FSIZE, &rl);
+    unlimit_file_size();
     engine_test::write_text(msg_file, log);
     ::_exit(code);
   }
