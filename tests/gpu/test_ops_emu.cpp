@@ -24,6 +24,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "ops_attention_kernels.cuh"
+#include "ops_fixtures.h"
 #include "ops_elementwise_kernels.cuh"
 
 namespace {
@@ -297,31 +298,11 @@ void run_attention(msa::CpuBackend& cpu, const AttnCase& c) {
   const std::vector<float> q = uniform(static_cast<size_t>(c.n_q * c.hq * c.d), -c.qscale, c.qscale);
   const std::vector<float> k = uniform(static_cast<size_t>(n_kv * c.hkv * c.d), -1.0f, 1.0f);
   const std::vector<float> v = uniform(k.size(), -1.0f, 1.0f);
-  std::vector<int64_t> ob(static_cast<size_t>(c.n_q)), oe(ob.size());
-  std::vector<int32_t> kv_seg(static_cast<size_t>(std::max<int64_t>(n_own, 1))), q_seg(ob.size());
-  for (int64_t r = 0, seg = 0, left = uniform_int(1, 40); r < n_own; ++r) {
-    if (left-- == 0) {
-      ++seg;
-      left = uniform_int(1, 40) - 1;
-    }
-    kv_seg[static_cast<size_t>(r)] = static_cast<int32_t>(seg);
-  }
-  for (size_t i = 0; i < ob.size(); ++i) {
-    const int64_t row = c.n_cached + static_cast<int64_t>(i);
-    q_seg[i] = kv_seg[static_cast<size_t>(row)];
-    ob[i] = 0;
-    oe[i] = row + 1;
-    if (c.mode == 2 && i % 2 == 0) {  // from the segment's first row (others: only the segment filter restricts)
-      int64_t b = row;
-      while (b > 0 && kv_seg[static_cast<size_t>(b - 1)] == q_seg[i]) --b;
-      ob[i] = b;
-    }
-    if (c.mode == 3) {
-      ob[i] = uniform_int(-5, n_own + 5);
-      oe[i] = uniform_int(-5, n_own + 5);
-    }
-    if (c.mode == 4) oe[i] = ob[i] = uniform_int(0, n_own);
-  }
+  ops_fixtures::AttentionMasks masks = ops_fixtures::make_attention_masks(c.n_q, c.n_cached, c.mode, uniform_int);
+  std::vector<int64_t>& ob = masks.own_begin;
+  std::vector<int64_t>& oe = masks.own_end;
+  std::vector<int32_t>& q_seg = masks.q_seg;
+  std::vector<int32_t>& kv_seg = masks.kv_seg;
   msa::AttentionArgs a;
   a.q = q.data();
   a.k = k.data();

@@ -23,6 +23,7 @@
 #include "device.h"
 #include "ops_attention.h"
 #include "ops_elementwise.h"
+#include "ops_fixtures.h"
 #include "ops_gemm.h"
 #include "resources.h"
 
@@ -534,40 +535,11 @@ void run_attention_case(mc::CudaResources& res, msa::CpuBackend& cpu, const Attn
   const int64_t qw = c.hq * c.d, kvw = c.hkv * c.d;
   std::vector<float> q = rand_vec(static_cast<size_t>(c.n_q * qw), -c.qscale, c.qscale);
   std::vector<float> k = rand_vec(static_cast<size_t>(n_kv * kvw)), v = rand_vec(static_cast<size_t>(n_kv * kvw));
-  std::vector<int64_t> ob(static_cast<size_t>(c.n_q)), oe(static_cast<size_t>(c.n_q));
-  std::vector<int32_t> kv_seg(static_cast<size_t>(std::max<int64_t>(n_own, 1))), q_seg(static_cast<size_t>(c.n_q));
-  // segment runs over the own rows
-  {
-    int32_t seg = 0;
-    int64_t left = rand_int(1, 40);
-    for (int64_t r = 0; r < n_own; ++r) {
-      if (left-- == 0) {
-        ++seg;
-        left = rand_int(1, 40) - 1;
-      }
-      kv_seg[static_cast<size_t>(r)] = seg;
-    }
-  }
-  for (int64_t i = 0; i < c.n_q; ++i) {
-    const size_t si = static_cast<size_t>(i);
-    const int64_t row = c.n_cached + i;
-    q_seg[si] = kv_seg[static_cast<size_t>(row)];
-    ob[si] = 0;
-    oe[si] = row + 1;
-    if (c.mode == 2 && i % 2 == 0) {
-      int64_t b = row;
-      while (b > 0 && kv_seg[static_cast<size_t>(b - 1)] == q_seg[si]) --b;
-      ob[si] = b;
-    }
-    if (c.mode == 3) {
-      ob[si] = rand_int(-5, n_own + 5);
-      oe[si] = rand_int(-5, n_own + 5);
-    }
-    if (c.mode == 4) {
-      ob[si] = rand_int(0, n_own);
-      oe[si] = ob[si];
-    }
-  }
+  ops_fixtures::AttentionMasks masks = ops_fixtures::make_attention_masks(c.n_q, c.n_cached, c.mode, rand_int);
+  std::vector<int64_t>& ob = masks.own_begin;
+  std::vector<int64_t>& oe = masks.own_end;
+  std::vector<int32_t>& q_seg = masks.q_seg;
+  std::vector<int32_t>& kv_seg = masks.kv_seg;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.d)));
   msa::AttentionArgs a;
   a.n_q = c.n_q;

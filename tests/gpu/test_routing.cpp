@@ -29,6 +29,7 @@
 #include "page_gather.h"
 #include "resources.h"
 #include "router/router.h"
+#include "routing_fixtures.h"
 #include "routing_index.h"
 #include "routing_score.h"
 #include "topk.h"
@@ -74,18 +75,6 @@ std::string fmt_shape(const Shape& s, int64_t T, PageDType dt) {
   return b;
 }
 
-msa::ModelConfig make_config(const Shape& s, int pooling) {
-  msa::ModelConfig cfg;
-  cfg.num_hidden_layers = 1;
-  cfg.num_attention_heads = s.heads;
-  cfg.num_key_value_heads = s.kv_heads;
-  cfg.head_dim = s.head_dim;
-  cfg.msa.present = true;
-  cfg.msa.router_layers = {0};
-  cfg.msa.pooling_kernel_size = pooling;
-  return cfg;
-}
-
 // A bank of n_docs documents of 1..max_chunks chunks, random ids (not monotone in the index), keys ~ N(0,1);
 // every 7th document repeats the previous one's pages (exact score ties); every 5th is tombstoned.
 std::unique_ptr<msa::MemoryBank> make_bank(const Shape& s, PageDType dt, int64_t n_docs, int64_t max_chunks,
@@ -93,8 +82,7 @@ std::unique_ptr<msa::MemoryBank> make_bank(const Shape& s, PageDType dt, int64_t
   const int pooling = 4;
   const int64_t width = s.kv_heads * s.head_dim;
   std::unique_ptr<msa::MemoryBank> bank;
-  Status st = msa::MemoryBank::create(make_config(s, pooling), {std::vector<float>(static_cast<size_t>(3 * width))},
-                                      {std::vector<float>(static_cast<size_t>(3 * width))}, &bank, dt);
+  Status st = routing_fixtures::create_bank(s.heads, s.kv_heads, s.head_dim, pooling, dt, &bank);
   if (!ok(st, "MemoryBank::create")) return nullptr;
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int64_t> nch(1, max_chunks);
@@ -104,28 +92,23 @@ std::unique_ptr<msa::MemoryBank> make_bank(const Shape& s, PageDType dt, int64_t
   std::shuffle(ids.begin(), ids.end(), rng);
   std::vector<msa::DocumentRecord> docs;
   std::vector<msa::PooledDocument> pooled;
-  for (int64_t d = 0; d < n_docs; ++d) {
-    msa::PooledDocument p;
-    if (d % 7 == 6) {
-      p = pooled.back();
-    } else {
-      const int64_t nc = nch(rng);
-      p.n_chunks = nc;
-      p.n_tokens = (nc - 1) * pooling + 1 + static_cast<int64_t>(rng() % pooling);
-      std::vector<float> k(static_cast<size_t>(nc * width)), v(k.size()), rk(k.size());
-      for (float& x : k) x = val(rng);
-      for (float& x : v) x = val(rng);
-      for (float& x : rk) x = val(rng);
-      p.k = {k};
-      p.v = {v};
-      p.rk = {rk};
-    }
-    msa::DocumentRecord r;
-    r.id = ids[static_cast<size_t>(d)];
-    r.n_tokens = p.n_tokens;
-    docs.push_back(r);
-    pooled.push_back(p);
-  }
+  routing_fixtures::make_documents(
+      ids,
+      [&] {
+        msa::PooledDocument p;
+        const int64_t nc = nch(rng);
+        p.n_chunks = nc;
+        p.n_tokens = (nc - 1) * pooling + 1 + static_cast<int64_t>(rng() % pooling);
+        std::vector<float> k(static_cast<size_t>(nc * width)), v(k.size()), rk(k.size());
+        for (float& x : k) x = val(rng);
+        for (float& x : v) x = val(rng);
+        for (float& x : rk) x = val(rng);
+        p.k = {k};
+        p.v = {v};
+        p.rk = {rk};
+        return p;
+      },
+      &docs, &pooled);
   if (!ok(bank->add(docs, pooled), "MemoryBank::add")) return nullptr;
   if (tombstones) {
     std::vector<uint64_t> rm;
@@ -135,22 +118,7 @@ std::unique_ptr<msa::MemoryBank> make_bank(const Shape& s, PageDType dt, int64_t
   return bank;
 }
 
-// The index with every key replaced by its absolute value (scales are >= 0): scoring it with |q| and
-// max reductions gives, per document, the largest sum of |q_h[d] * k[d]| over (token, head, chunk).
-msa::RoutingIndex abs_index(const msa::RoutingIndex& in) {
-  msa::RoutingIndex r = in;
-  for (float& x : r.keys) x = std::fabs(x);
-  if (r.dtype == PageDType::kInt8) {
-    for (uint8_t& b : r.packed) {
-      const int8_t q = static_cast<int8_t>(b);
-      b = static_cast<uint8_t>(static_cast<int8_t>(q < 0 ? -q : q));
-    }
-  } else if (r.dtype == PageDType::kBF16) {
-    for (size_t i = 1; i < r.packed.size(); i += 2) r.packed[i] &= 0x7f;  // little-endian: sign in the high byte
-  }
-  for (float& x : r.scales) x = std::fabs(x);
-  return r;
-}
+using routing_fixtures::abs_index;
 
 std::vector<float> make_query(int64_t T, const Shape& s, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -158,6 +126,17 @@ std::vector<float> make_query(int64_t T, const Shape& s, uint32_t seed) {
   std::vector<float> q(static_cast<size_t>(T * s.heads * s.head_dim));
   for (float& x : q) x = val(rng) * 0.1f;
   return q;
+}
+
+// The device query of make_query's host vector q (T tokens of shape s).
+msa::cuda::DeviceRouterQuery device_query(const std::vector<float>& q, int64_t T, const Shape& s) {
+  msa::cuda::DeviceRouterQuery dq;
+  dq.q = q.data();
+  dq.n_tokens = T;
+  dq.n_heads = s.heads;
+  dq.n_kv_heads = s.kv_heads;
+  dq.head_dim = s.head_dim;
+  return dq;
 }
 
 bool same_float(float a, float b) {
@@ -224,12 +203,7 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
   std::vector<float> mag;
   RouterReductions maxred;  // max / max / max
   if (!ok(msa::score_documents_per_head(aq, aindex, n_docs, maxred, &mag), "CPU magnitude")) return;
-  msa::cuda::DeviceRouterQuery dq;
-  dq.q = q.data();
-  dq.n_tokens = T;
-  dq.n_heads = s.heads;
-  dq.n_kv_heads = s.kv_heads;
-  dq.head_dim = s.head_dim;
+  const msa::cuda::DeviceRouterQuery dq = device_query(q, T, s);
 
   for (HeadReduce h : {HeadReduce::kMean, HeadReduce::kMax}) {
     for (QueryReduce qr : {QueryReduce::kMax, QueryReduce::kMean, QueryReduce::kLast}) {
@@ -432,12 +406,7 @@ void test_nan_and_append(Gpu& g) {
     for (int64_t T : {1, 3}) {
       const std::vector<float> q = make_query(T, s, 99 + static_cast<uint32_t>(T));
       msa::RouterQuery cq{q.data(), T, s.heads, s.kv_heads, s.head_dim};
-      msa::cuda::DeviceRouterQuery dq;
-      dq.q = q.data();
-      dq.n_tokens = T;
-      dq.n_heads = s.heads;
-      dq.n_kv_heads = s.kv_heads;
-      dq.head_dim = s.head_dim;
+      const msa::cuda::DeviceRouterQuery dq = device_query(q, T, s);
       for (HeadReduce h : {HeadReduce::kMean, HeadReduce::kMax}) {
         for (ChunkReduce cr : {ChunkReduce::kMax, ChunkReduce::kMean}) {
           RouterReductions red;

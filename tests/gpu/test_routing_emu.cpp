@@ -28,6 +28,7 @@
 #include "memory/page_codec.h"
 #include "page_gather.cuh"
 #include "router/router.h"
+#include "routing_fixtures.h"
 #include "routing_kernels.cuh"
 #include "topk.cuh"
 
@@ -127,25 +128,11 @@ std::vector<msa::ScoredDocument> emu_topk(const std::vector<float>& scores, cons
   return out;
 }
 
-msa::ModelConfig make_config(int64_t H, int64_t G, int64_t D) {
-  msa::ModelConfig cfg;
-  cfg.num_hidden_layers = 1;
-  cfg.num_attention_heads = H;
-  cfg.num_key_value_heads = G;
-  cfg.head_dim = D;
-  cfg.msa.present = true;
-  cfg.msa.router_layers = {0};
-  cfg.msa.pooling_kernel_size = 4;
-  return cfg;
-}
-
 std::unique_ptr<msa::MemoryBank> make_bank(int64_t H, int64_t G, int64_t D, PageDType dt, int64_t n_docs,
                                            uint32_t seed) {
   const int64_t width = G * D;
   std::unique_ptr<msa::MemoryBank> bank;
-  if (!msa::MemoryBank::create(make_config(H, G, D), {std::vector<float>(static_cast<size_t>(3 * width))},
-                               {std::vector<float>(static_cast<size_t>(3 * width))}, &bank, dt)
-           .ok()) {
+  if (!routing_fixtures::create_bank(H, G, D, 4, dt, &bank).ok()) {
     fail("MemoryBank::create");
     return nullptr;
   }
@@ -155,28 +142,23 @@ std::unique_ptr<msa::MemoryBank> make_bank(int64_t H, int64_t G, int64_t D, Page
   std::vector<msa::PooledDocument> pooled;
   std::vector<uint64_t> ids;
   for (int64_t d = 0; d < n_docs; ++d) ids.push_back(static_cast<uint64_t>((d * 7919) % 10007 + 1));
-  for (int64_t d = 0; d < n_docs; ++d) {
-    msa::PooledDocument p;
-    if (d % 7 == 6) {
-      p = pooled.back();  // an exact tie
-    } else {
-      const int64_t nc = 1 + static_cast<int64_t>(rng() % 5);
-      p.n_chunks = nc;
-      p.n_tokens = nc * 4;
-      std::vector<float> x(static_cast<size_t>(nc * width));
-      for (float& v : x) v = val(rng);
-      p.rk = {x};
-      for (float& v : x) v = val(rng);
-      p.k = {x};
-      for (float& v : x) v = val(rng);
-      p.v = {x};
-    }
-    msa::DocumentRecord r;
-    r.id = ids[static_cast<size_t>(d)];
-    r.n_tokens = p.n_tokens;
-    docs.push_back(r);
-    pooled.push_back(p);
-  }
+  routing_fixtures::make_documents(
+      ids,
+      [&] {
+        msa::PooledDocument p;
+        const int64_t nc = 1 + static_cast<int64_t>(rng() % 5);
+        p.n_chunks = nc;
+        p.n_tokens = nc * 4;
+        std::vector<float> x(static_cast<size_t>(nc * width));
+        for (float& v : x) v = val(rng);
+        p.rk = {x};
+        for (float& v : x) v = val(rng);
+        p.k = {x};
+        for (float& v : x) v = val(rng);
+        p.v = {x};
+        return p;
+      },
+      &docs, &pooled);
   if (!bank->add(docs, pooled).ok()) {
     fail("MemoryBank::add");
     return nullptr;
@@ -187,19 +169,7 @@ std::unique_ptr<msa::MemoryBank> make_bank(int64_t H, int64_t G, int64_t D, Page
   return bank;
 }
 
-msa::RoutingIndex abs_index(const msa::RoutingIndex& in) {
-  msa::RoutingIndex r = in;
-  for (float& x : r.keys) x = std::fabs(x);
-  if (r.dtype == PageDType::kInt8) {
-    for (uint8_t& b : r.packed) {
-      const int8_t q = static_cast<int8_t>(b);
-      b = static_cast<uint8_t>(static_cast<int8_t>(q < 0 ? -q : q));
-    }
-  } else if (r.dtype == PageDType::kBF16) {
-    for (size_t i = 1; i < r.packed.size(); i += 2) r.packed[i] &= 0x7f;
-  }
-  return r;
-}
+using routing_fixtures::abs_index;
 
 bool same_top(const std::vector<msa::ScoredDocument>& a, const std::vector<msa::ScoredDocument>& b) {
   if (a.size() != b.size()) return false;
