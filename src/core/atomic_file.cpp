@@ -110,21 +110,34 @@ Status AtomicFile::open(const std::string& path) {
   return Error(StatusCode::kIo, path, ": cannot create a temporary file next to it (100 names taken)");
 }
 
-Status AtomicFile::write(const void* data, size_t n) {
-  if (fd_ < 0) return Error(StatusCode::kInternal, path_, ": write to a file that is not open");
-  const uint8_t* p = static_cast<const uint8_t*>(data);
+namespace {
+
+// Writes the n bytes at p to fd, at the file position (offset < 0, ::write) or from `offset` on (::pwrite), in
+// calls of at most 1 GiB, retrying on EINTR; *done grows by each call's count. 0, or the errno of the failure
+// (EIO for a call that wrote nothing).
+int write_fully(int fd, const uint8_t* p, size_t n, int64_t offset, uint64_t* done) {
   while (n > 0) {
-    const ssize_t w = ::write(fd_, p, std::min<size_t>(n, size_t{1} << 30));
+    const size_t len = std::min<size_t>(n, size_t{1} << 30);
+    const ssize_t w = offset < 0 ? ::write(fd, p, len) : ::pwrite(fd, p, len, static_cast<off_t>(offset));
     if (w < 0) {
       if (errno == EINTR) continue;
-      return fail("write", errno);
+      return errno;
     }
-    if (w == 0) return fail("write", EIO);
+    if (w == 0) return EIO;
     p += w;
     n -= static_cast<size_t>(w);
-    size_ += static_cast<uint64_t>(w);
+    if (offset >= 0) offset += w;
+    *done += static_cast<uint64_t>(w);
   }
-  return Status::Ok();
+  return 0;
+}
+
+}  // namespace
+
+Status AtomicFile::write(const void* data, size_t n) {
+  if (fd_ < 0) return Error(StatusCode::kInternal, path_, ": write to a file that is not open");
+  const int err = write_fully(fd_, static_cast<const uint8_t*>(data), n, -1, &size_);
+  return err != 0 ? fail("write", err) : Status::Ok();
 }
 
 Status AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
@@ -132,19 +145,9 @@ Status AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
   if (offset > size_ || n > size_ - offset) {
     return Error(StatusCode::kInternal, path_, ": write_at past the bytes written");
   }
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd_, p, std::min<size_t>(n, size_t{1} << 30), static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return fail("write", errno);
-    }
-    if (w == 0) return fail("write", EIO);
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
+  uint64_t written = 0;
+  const int err = write_fully(fd_, static_cast<const uint8_t*>(data), n, static_cast<int64_t>(offset), &written);
+  return err != 0 ? fail("write", err) : Status::Ok();
 }
 
 Status AtomicFile::commit() {
