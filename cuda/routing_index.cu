@@ -13,6 +13,23 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 16;
 // Chunk and document indices are int32 on the device.
 constexpr int64_t kMaxChunks = std::numeric_limits<int32_t>::max() - 1;
+
+// Copies n_chunks rows (row_bytes each) and their scales (n_scales floats per row; none for 0) into the device
+// arrays keys / scales after the first `at` rows, stream-ordered on s.
+Status copy_chunks(uint8_t* keys, uint8_t* scales, const void* rows, const float* row_scales, int64_t at,
+                   int64_t n_chunks, size_t row_bytes, int64_t n_scales, cudaMemcpyKind kind, cudaStream_t s) {
+  const size_t sb = static_cast<size_t>(n_scales) * sizeof(float);
+  if (n_chunks > 0) {
+    MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(keys + static_cast<size_t>(at) * row_bytes, rows,
+                                             static_cast<size_t>(n_chunks) * row_bytes, kind, s));
+    if (sb > 0) {
+      MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scales + static_cast<size_t>(at) * sb, row_scales,
+                                               static_cast<size_t>(n_chunks) * sb, kind, s));
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status DeviceRoutingIndex::create(CudaResources* res, PageDType dtype, int64_t n_kv_heads, int64_t head_dim,
@@ -178,17 +195,9 @@ Status DeviceRoutingIndex::append(const void* rows, const float* scales, const i
   MSA_RETURN_IF_ERROR(check_append(chunk_doc, n_chunks, n_documents, rows, scales, "DeviceRoutingIndex::append"));
   MSA_RETURN_IF_ERROR(res_->make_current());
   MSA_RETURN_IF_ERROR(reserve_rows(n_chunks_ + n_chunks));
-  cudaStream_t s = res_->stream();
-  const size_t rb = row_bytes();
-  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, n_kv_heads_)) * sizeof(float);
-  if (n_chunks > 0) {
-    MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(keys_.as<uint8_t>() + static_cast<size_t>(n_chunks_) * rb, rows,
-                                             static_cast<size_t>(n_chunks) * rb, cudaMemcpyHostToDevice, s));
-    if (sb > 0) {
-      MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scales_.as<uint8_t>() + static_cast<size_t>(n_chunks_) * sb, scales,
-                                               static_cast<size_t>(n_chunks) * sb, cudaMemcpyHostToDevice, s));
-    }
-  }
+  MSA_RETURN_IF_ERROR(copy_chunks(keys_.as<uint8_t>(), scales_.as<uint8_t>(), rows, scales, n_chunks_, n_chunks,
+                                  row_bytes(), page_row_scales(dtype_, n_kv_heads_), cudaMemcpyHostToDevice,
+                                  res_->stream()));
   return commit_append(chunk_doc, n_chunks, n_documents);
 }
 
@@ -198,18 +207,9 @@ Status DeviceRoutingIndex::append_device(const void* d_rows, const float* d_scal
       check_append(chunk_doc, n_chunks, n_documents, d_rows, d_scales, "DeviceRoutingIndex::append_device"));
   MSA_RETURN_IF_ERROR(res_->make_current());
   MSA_RETURN_IF_ERROR(reserve_rows(n_chunks_ + n_chunks));
-  cudaStream_t s = res_->stream();
-  const size_t rb = row_bytes();
-  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, n_kv_heads_)) * sizeof(float);
-  if (n_chunks > 0) {
-    MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(keys_.as<uint8_t>() + static_cast<size_t>(n_chunks_) * rb, d_rows,
-                                             static_cast<size_t>(n_chunks) * rb, cudaMemcpyDeviceToDevice, s));
-    if (sb > 0) {
-      MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(scales_.as<uint8_t>() + static_cast<size_t>(n_chunks_) * sb,
-                                               d_scales, static_cast<size_t>(n_chunks) * sb,
-                                               cudaMemcpyDeviceToDevice, s));
-    }
-  }
+  MSA_RETURN_IF_ERROR(copy_chunks(keys_.as<uint8_t>(), scales_.as<uint8_t>(), d_rows, d_scales, n_chunks_,
+                                  n_chunks, row_bytes(), page_row_scales(dtype_, n_kv_heads_),
+                                  cudaMemcpyDeviceToDevice, res_->stream()));
   return commit_append(chunk_doc, n_chunks, n_documents);
 }
 
