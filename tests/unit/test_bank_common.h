@@ -1,12 +1,16 @@
 // Shared by the on-disk bank tests (test_bank_file.cpp, test_bank_lock.cpp): the document texts their banks are
-// built from, and the model fingerprint a bank is opened with (cached per model).
+// built from, the model fingerprint a bank is opened with (cached per model), and a hash of a bank's state.
 #pragma once
 
+#include <xxhash.h>
+
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "memory/bank_fingerprint.h"
+#include "memory/memory_bank.h"
 #include "model/model.h"
 
 namespace bank_test {
@@ -27,6 +31,38 @@ inline const msa::bankfmt::Fingerprint& fingerprint_of(const msa::Model& model) 
   auto it = cache.find(&model);
   if (it == cache.end()) it = cache.emplace(&model, msa::model_fingerprint(model)).first;
   return it->second;
+}
+
+// Everything observable about a bank (documents, tombstones, routing rows, decoded pages), or 0 when a page
+// cannot be read. No Catch macros: also used in forked children.
+inline uint64_t state_of(const msa::MemoryBank& b) {
+  XXH64_state_t* st = XXH64_createState();
+  XXH64_reset(st, 0);
+  auto put = [&](const void* p, size_t n) { XXH64_update(st, p, n); };
+  std::vector<float> rows, k, v;
+  bool ok = true;
+  for (int64_t i = 0; i < b.n_documents() && ok; ++i) {
+    const msa::DocumentRecord& d = b.document(i);
+    const uint8_t removed = d.removed ? 1 : 0;
+    put(&d.id, 8);
+    put(&removed, 1);
+    put(d.text.data(), d.text.size());
+    put(&d.n_tokens, 8);
+    for (int l = 0; l < b.n_router_layers() && ok; ++l) {
+      rows.resize(static_cast<size_t>(d.n_chunks * b.width()));
+      b.routing(l).decode(d.chunk_begin, d.n_chunks, b.config().num_key_value_heads, b.config().head_dim,
+                          rows.data());
+      put(rows.data(), rows.size() * 4);
+      k.resize(rows.size());
+      v.resize(rows.size());
+      ok = b.read_pages(l, i, k.data(), v.data()).ok();
+      put(k.data(), k.size() * 4);
+      put(v.data(), v.size() * 4);
+    }
+  }
+  const uint64_t h = XXH64_digest(st);
+  XXH64_freeState(st);
+  return ok ? h : 0;
 }
 
 }  // namespace bank_test

@@ -108,32 +108,8 @@ std::unique_ptr<MemoryBank> open_bank(const Model& model, const fs::path& dir, b
 // Everything observable about a bank: documents (ids, texts, tokens, tombstones), routing rows and decoded pages
 // of every document, in DocStore order.
 uint64_t bank_state(const MemoryBank& b) {
-  XXH64_state_t* st = XXH64_createState();
-  XXH64_reset(st, 0);
-  auto put = [&](const void* p, size_t n) { XXH64_update(st, p, n); };
-  const int64_t width = b.width();
-  std::vector<float> rows, k, v;
-  for (int64_t i = 0; i < b.n_documents(); ++i) {
-    const DocumentRecord& d = b.document(i);
-    const uint8_t removed = d.removed ? 1 : 0;
-    put(&d.id, 8);
-    put(&removed, 1);
-    put(d.text.data(), d.text.size());
-    put(&d.n_tokens, 8);
-    for (int l = 0; l < b.n_router_layers(); ++l) {
-      rows.resize(static_cast<size_t>(d.n_chunks * width));
-      b.routing(l).decode(d.chunk_begin, d.n_chunks, b.config().num_key_value_heads, b.config().head_dim, rows.data());
-      put(rows.data(), rows.size() * 4);
-      k.resize(rows.size());
-      v.resize(rows.size());
-      const Status s = b.read_pages(l, i, k.data(), v.data());
-      REQUIRE(s.ok());
-      put(k.data(), k.size() * 4);
-      put(v.data(), v.size() * 4);
-    }
-  }
-  const uint64_t h = XXH64_digest(st);
-  XXH64_freeState(st);
+  const uint64_t h = bank_test::state_of(b);
+  REQUIRE(h != 0);  // every page read
   return h;
 }
 

@@ -47,12 +47,14 @@ bool limit_file_size(rlim_t bytes) {
   return ::setrlimit(RLIMIT_FSIZE, &rl) == 0;
 }
 
-// Back to the hard limit (for the child's report file).
-void unlimit_file_size() {
+// The end of such a child: back to the hard limit, `log` written to msg_file for the parent, exit with `code`.
+[[noreturn]] void child_exit(const fs::path& msg_file, const std::string& log, int code) {
   struct rlimit rl;
   ::getrlimit(RLIMIT_FSIZE, &rl);
   rl.rlim_cur = rl.rlim_max;
   ::setrlimit(RLIMIT_FSIZE, &rl);
+  engine_test::write_text(msg_file, log);
+  ::_exit(code);
 }
 
 // A bank of kTexts[0..n) with ids 100, 101, ..., saved to a fresh directory (the handle is freed: no writer is
@@ -82,37 +84,7 @@ std::unique_ptr<MemoryBank> open_bank(const Model& model, const fs::path& dir, b
   return b;
 }
 
-// Everything observable about a bank (documents, tombstones, routing rows, decoded pages), or 0 when a page
-// cannot be read. No Catch macros: also used in forked children.
-uint64_t state_of(const MemoryBank& b) {
-  XXH64_state_t* st = XXH64_createState();
-  XXH64_reset(st, 0);
-  auto put = [&](const void* p, size_t n) { XXH64_update(st, p, n); };
-  std::vector<float> rows, k, v;
-  bool ok = true;
-  for (int64_t i = 0; i < b.n_documents() && ok; ++i) {
-    const DocumentRecord& d = b.document(i);
-    const uint8_t removed = d.removed ? 1 : 0;
-    put(&d.id, 8);
-    put(&removed, 1);
-    put(d.text.data(), d.text.size());
-    put(&d.n_tokens, 8);
-    for (int l = 0; l < b.n_router_layers() && ok; ++l) {
-      rows.resize(static_cast<size_t>(d.n_chunks * b.width()));
-      b.routing(l).decode(d.chunk_begin, d.n_chunks, b.config().num_key_value_heads, b.config().head_dim,
-                          rows.data());
-      put(rows.data(), rows.size() * 4);
-      k.resize(rows.size());
-      v.resize(rows.size());
-      ok = b.read_pages(l, i, k.data(), v.data()).ok();
-      put(k.data(), k.size() * 4);
-      put(v.data(), v.size() * 4);
-    }
-  }
-  const uint64_t h = XXH64_digest(st);
-  XXH64_freeState(st);
-  return ok ? h : 0;
-}
+using bank_test::state_of;
 
 // Live ids of a bank, ascending.
 std::vector<uint64_t> live_ids(const MemoryBank& b) {
@@ -449,9 +421,7 @@ TEST_CASE("bank: a write that fails for lack of space (EFBIG) leaves no temporar
     if (rm2.code() != StatusCode::kIo || !contains(rm2.message(), "disk full")) code |= 32;
     if (has_tmp(dir)) code |= 64;
     if (b->find(101) < 0) code |= 128;
-    unlimit_file_size();
-    engine_test::write_text(msg_file, log);
-    ::_exit(code);
+    child_exit(msg_file, log, code);
   }
   const int rc = wait_child(pid);
   INFO("child exit " << rc << "; it saw:\n" << engine_test::read_text(msg_file));
@@ -498,9 +468,7 @@ TEST_CASE("atomic file: a failed write (EFBIG) removes its temporary, keeps the 
     const Status w = g.open((dir / "other").string()).ok() ? g.write(big.data(), big.size() * 4) : Status::Ok();
     log += w.to_string() + "\n";
     if (w.code() != StatusCode::kIo || !contains(w.message(), "disk full") || !only_the_file()) code |= 32;
-    unlimit_file_size();
-    engine_test::write_text(msg_file, log);
-    ::_exit(code);
+    child_exit(msg_file, log, code);
   }
   const int rc = wait_child(pid);
   INFO("child exit " << rc << "; it saw:\n" << engine_test::read_text(msg_file));
