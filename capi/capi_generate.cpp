@@ -45,19 +45,6 @@ void fill_layers(const std::vector<msa::LayerRouting>& routing, msa_result* r) {
   }
 }
 
-const char* stop_name(msa::StopReason s) {
-  switch (s) {
-    case msa::StopReason::kNone: return "";
-    case msa::StopReason::kEos: return "eos";
-    case msa::StopReason::kMaxNewTokens: return "max_new_tokens";
-    case msa::StopReason::kContextLimit: return "context_limit";
-    case msa::StopReason::kMaxRounds: return "max_rounds";
-    case msa::StopReason::kCancelled: return "cancelled";
-    case msa::StopReason::kAnswerInRound: return "answer";
-  }
-  return "";
-}
-
 msa_status check_common(const char* fn, const msa_model* model, const msa_memory* memory, const char* prompt,
                         msa_result** out_result, const msa_generate_params* params, msa_generate_params* p) {
   MSA_CHECK_ARG(out_result, fn, "out_result is NULL");
@@ -166,7 +153,7 @@ MSA_API msa_status msa_generate(const msa_model* model, const msa_memory* memory
     r->generated_text = res.generated_text;
     r->transcript = res.transcript;
     r->tokens = res.generated_ids;
-    r->stop_reason = stop_name(res.stop);
+    r->stop_reason = msa::stop_reason_name(res.stop);
     for (const msa::RoundRecord& rr : res.rounds) r->rounds.push_back({rr.documents_read});
     fill_layers(res.routing, r.get());
     r->timings.struct_size = sizeof r->timings;

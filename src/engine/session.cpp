@@ -17,13 +17,13 @@ namespace msa {
 
 const char* stop_reason_name(StopReason r) {
   switch (r) {
-    case StopReason::kNone: return "none";
+    case StopReason::kNone: return "";
     case StopReason::kEos: return "eos";
     case StopReason::kMaxNewTokens: return "max_new_tokens";
     case StopReason::kContextLimit: return "context_limit";
     case StopReason::kMaxRounds: return "max_rounds";
     case StopReason::kCancelled: return "cancelled";
-    case StopReason::kAnswerInRound: return "answer_in_round";
+    case StopReason::kAnswerInRound: return "answer";
   }
   return "unknown";
 }

@@ -56,6 +56,8 @@ enum class StopReason : int {
   kAnswerInRound = 6,  // interleave: a round ended while the transcript already held "The answer to the
                        // question is:" — the reference's outer loop stops there (should_regenerate)
 };
+// The one spelling of each reason, also the C API's (msa_result_stop_reason): "", "eos", "max_new_tokens",
+// "context_limit", "max_rounds", "cancelled", "answer".
 const char* stop_reason_name(StopReason r);
 
 // Routing of one router layer for one prefill.

@@ -811,3 +811,13 @@ TEST_CASE("session: route and generate while another thread removes and compacts
   for (const std::string& p : route_problems) FAIL_CHECK(p);
   CHECK(bank->n_live_documents() == 1);
 }
+
+TEST_CASE("session: stop reasons have one spelling, the one msa.h documents", "[engine][session]") {
+  CHECK(std::string(stop_reason_name(StopReason::kNone)).empty());
+  CHECK(std::string(stop_reason_name(StopReason::kEos)) == "eos");
+  CHECK(std::string(stop_reason_name(StopReason::kMaxNewTokens)) == "max_new_tokens");
+  CHECK(std::string(stop_reason_name(StopReason::kContextLimit)) == "context_limit");
+  CHECK(std::string(stop_reason_name(StopReason::kMaxRounds)) == "max_rounds");
+  CHECK(std::string(stop_reason_name(StopReason::kCancelled)) == "cancelled");
+  CHECK(std::string(stop_reason_name(StopReason::kAnswerInRound)) == "answer");
+}
