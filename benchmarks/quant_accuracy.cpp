@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "engine/encoder.h"
-#include "engine/engine_common.h"
+#include "router/router.h"
 #include "engine/session.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
@@ -212,7 +212,7 @@ int synthetic(const Args& a) {
     }
   }
   const int64_t n_chunks = static_cast<int64_t>(chunk_doc.size());
-  msa::engine_detail::l2_normalize_heads(keys.data(), n_chunks * hkv, d);
+  msa::l2_normalize_heads(keys.data(), n_chunks * hkv, d);
   const msa::RoutingIndex f32 = make_index(PageDType::kF32, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex bf16 = make_index(PageDType::kBF16, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex i8 = make_index(PageDType::kInt8, keys, chunk_doc, hkv, d);
@@ -236,7 +236,7 @@ int synthetic(const Args& a) {
         }
       }
     }
-    msa::engine_detail::l2_normalize_heads(q.data(), T * H, d);
+    msa::l2_normalize_heads(q.data(), T * H, d);
     msa::RouterQuery rq;
     rq.q = q.data();
     rq.n_tokens = T;

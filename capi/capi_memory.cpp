@@ -13,7 +13,7 @@
 #include "capi_model.h"
 #include "core/limits.h"
 #include "engine/encoder.h"
-#include "engine/engine_common.h"
+#include "memory/memory_bank.h"
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 
@@ -116,7 +116,7 @@ MSA_API msa_status msa_memory_stats(const msa_memory* memory, msa_memory_usage* 
     MSA_CHECK_ARG(usage, "msa_memory_stats", "usage is NULL");
     msa::MemoryStats st;
     {
-      msa::engine_detail::BankReadLock lock(memory->bank.get());
+      msa::BankReadLock lock(memory->bank.get());
       st = memory->bank->stats();
     }
     msa_memory_usage u;

@@ -6,7 +6,9 @@
 #include <utility>
 
 #include "core/limits.h"
-#include "engine/engine_common.h"
+#include "engine/template_prefix.h"
+#include "memory/memory_bank.h"
+#include "router/router.h"
 #include "memory/bank_fingerprint.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -85,7 +87,7 @@ class PoolingObserver final : public ForwardObserver {
         std::copy(k, k + pd.n_chunks * width, r.begin());
       }
       if (c.msa.normalize_routing()) {
-        engine_detail::l2_normalize_heads(r.data(), pd.n_chunks * c.num_key_value_heads, c.head_dim);
+        l2_normalize_heads(r.data(), pd.n_chunks * c.num_key_value_heads, c.head_dim);
       }
     }
     if (act.layer == last_router_layer_) {
@@ -119,8 +121,8 @@ std::string format_memory_document(uint64_t id, std::string_view text) {
 Status compute_template_prefix(const Model& model, Backend* backend, std::vector<std::vector<float>>* k,
                                std::vector<std::vector<float>>* v) {
   std::vector<int32_t> head;
-  MSA_RETURN_IF_ERROR(engine_detail::template_head_ids(model, &head));
-  return engine_detail::compute_template_kv(model, head, backend, k, v);
+  MSA_RETURN_IF_ERROR(template_head_ids(model, &head));
+  return compute_template_kv(model, head, backend, k, v);
 }
 
 Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out, PageDType dtype) {
@@ -281,7 +283,10 @@ Status Encoder::encode(const std::vector<std::string_view>& texts, const std::ve
 Status Encoder::add_documents(MemoryBank* bank, const std::vector<std::string_view>& texts,
                               const std::vector<uint64_t>* ids, std::vector<uint64_t>* assigned_ids) {
   if (bank == nullptr) return Error(StatusCode::kInvalidArgument, "add_documents: bank is null");
-  MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(model_.config(), *bank));
+  {
+    BankReadLock lock(bank);  // a concurrent compact rewrites what the check reads
+    MSA_RETURN_IF_ERROR(check_bank_matches(model_.config(), *bank));
+  }
   // The cheap checks of encode() first: they need no ids.
   if (model_.tokenizer() == nullptr) {
     return Error(StatusCode::kInvalidArgument, "encode: the model was loaded without its tokenizer");

@@ -8,7 +8,9 @@
 #include <utility>
 
 #include "core/limits.h"
-#include "engine/engine_common.h"
+#include "engine/template_prefix.h"
+#include "memory/memory_bank.h"
+#include "router/router.h"
 #include "tokenizer/templates.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -94,7 +96,7 @@ class RoutingObserver final : public ForwardObserver {
         std::copy_n(act.q + rows_[static_cast<size_t>(i)] * qw, qw, qr_.data() + i * qw);
       }
     }
-    if (m.normalize_routing()) engine_detail::l2_normalize_heads(qr_.data(), nr * hq, d);
+    if (m.normalize_routing()) l2_normalize_heads(qr_.data(), nr * hq, d);
     if (m.scale_routing()) {
       const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
       for (float& x : qr_) x *= scale;
@@ -196,8 +198,8 @@ Session::Session(const Model& model, const MemoryBank* bank, Backend* backend)
 Status Session::ensure_template() {
   if (!own_template_k_.empty()) return Status::Ok();
   std::vector<int32_t> head;
-  MSA_RETURN_IF_ERROR(engine_detail::template_head_ids(model_, &head));
-  return engine_detail::compute_template_kv(model_, head, backend_, &own_template_k_, &own_template_v_);
+  MSA_RETURN_IF_ERROR(template_head_ids(model_, &head));
+  return compute_template_kv(model_, head, backend_, &own_template_k_, &own_template_v_);
 }
 
 Status Session::prefill(const std::vector<int32_t>& ids, const std::vector<int32_t>& doc_ids, int64_t first_position,
@@ -255,8 +257,8 @@ Status Session::route(std::string_view question, const RouteOptions& options, Ro
   MSA_RETURN_IF_ERROR(check_common(model_, question, options.doc_top_k));
   const ModelConfig& c = model_.config();
   // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
-  engine_detail::BankReadLock lock(bank_);
-  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
+  BankReadLock lock(bank_);
+  if (bank_) MSA_RETURN_IF_ERROR(check_bank_matches(c, *bank_));
   std::vector<int32_t> ids, doc_ids;
   MSA_RETURN_IF_ERROR(encode_query(*model_.tokenizer(), question, &ids, &doc_ids));
   MSA_RETURN_IF_ERROR(check_prompt_tokens("route", ids.size()));
@@ -297,8 +299,8 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
   MSA_RETURN_IF_ERROR(validate_sampling(sp));
   const Tokenizer& tok = *model_.tokenizer();
   // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
-  engine_detail::BankReadLock lock(bank_);
-  if (bank_) MSA_RETURN_IF_ERROR(engine_detail::check_bank_matches(c, *bank_));
+  BankReadLock lock(bank_);
+  if (bank_) MSA_RETURN_IF_ERROR(check_bank_matches(c, *bank_));
 
   const bool interleave_mode = opt.mode == GenerateMode::kInterleave && bank_ != nullptr;
   const int64_t first = opt.first_position >= 0 ? opt.first_position : 3 + opt.doc_top_k;
@@ -412,7 +414,7 @@ Status Session::generate(std::string_view question, const GenerateOptions& opt, 
       if (!answer_stage) {
         const bool eor = contains(rr->generated_text, interleave::kEndOfRetrieve);
         const bool too_long =
-            opt.max_round_chars > 0 && engine_detail::utf8_length(rr->generated_text) > opt.max_round_chars;
+            opt.max_round_chars > 0 && tok::utf8_length(rr->generated_text) > opt.max_round_chars;
         if (eor || too_long) {
           // Stage 3: the question is re-stated (or, after the length rule alone, nothing is injected), then the
           // answer is decoded (stage 4). The token completing the marker is fed together with the injection.

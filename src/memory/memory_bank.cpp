@@ -612,4 +612,27 @@ MemoryStats MemoryBank::stats() const {
   return s;
 }
 
+Status check_bank_matches(const ModelConfig& m, const MemoryBank& bank) {
+  const ModelConfig& b = bank.config();
+  const int64_t width = m.num_key_value_heads * m.head_dim;
+  if (b.num_hidden_layers != m.num_hidden_layers || bank.width() != width ||
+      b.msa.router_layers != m.msa.router_layers || b.msa.pooling_kernel_size != m.msa.pooling_kernel_size ||
+      b.num_attention_heads != m.num_attention_heads || b.head_dim != m.head_dim ||
+      bank.n_router_layers() != static_cast<int>(m.msa.router_layers.size())) {
+    return Error(StatusCode::kInvalidArgument, "the memory bank was built for another model shape (bank: ",
+                 b.num_hidden_layers, " layers, width ", bank.width(), ", ", b.msa.router_layers.size(),
+                 " router layers, pooling ", b.msa.pooling_kernel_size, "; model: ", m.num_hidden_layers,
+                 " layers, width ", width, ", ", m.msa.router_layers.size(), " router layers, pooling ",
+                 m.msa.pooling_kernel_size, ")");
+  }
+  for (int l = 0; l < static_cast<int>(m.num_hidden_layers); ++l) {
+    if (static_cast<int64_t>(bank.template_k(l).size()) != bank.template_len() * width ||
+        static_cast<int64_t>(bank.template_v(l).size()) != bank.template_len() * width) {
+      return Error(StatusCode::kInvalidArgument, "the memory bank's template prefix of layer ", l,
+                   " has the wrong size");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace msa

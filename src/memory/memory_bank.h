@@ -338,4 +338,24 @@ class MemoryBank {
   mutable std::shared_mutex mu_;
 };
 
+// RAII reader lock on a MemoryBank (null: no-op): what every reader (routing, generation, stats) holds.
+class BankReadLock {
+ public:
+  explicit BankReadLock(const MemoryBank* bank) : bank_(bank) {
+    if (bank_) bank_->lock_shared();
+  }
+  ~BankReadLock() {
+    if (bank_) bank_->unlock_shared();
+  }
+  BankReadLock(const BankReadLock&) = delete;
+  BankReadLock& operator=(const BankReadLock&) = delete;
+
+ private:
+  const MemoryBank* bank_;
+};
+
+// kInvalidArgument unless `bank` was built for a model of this shape (layers, width, router layers, P, template
+// prefix sizes). Call under the bank's read lock (BankReadLock) when others may compact it.
+Status check_bank_matches(const ModelConfig& model, const MemoryBank& bank);
+
 }  // namespace msa

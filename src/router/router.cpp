@@ -453,4 +453,15 @@ Status select_top_k(const std::vector<float>& scores, const MemoryBank& bank, in
   return Status::Ok();
 }
 
+void l2_normalize_heads(float* x, int64_t n_vectors, int64_t dim) {
+  for (int64_t r = 0; r < n_vectors; ++r) {
+    float* v = x + r * dim;
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(v[i]) * static_cast<double>(v[i]);
+    const float norm = static_cast<float>(std::sqrt(ss));
+    const float denom = std::max(norm, 1e-12f);
+    for (int64_t i = 0; i < dim; ++i) v[i] = v[i] / denom;
+  }
+}
+
 }  // namespace msa

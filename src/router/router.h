@@ -70,6 +70,12 @@ Status score_documents(const RouterQuery& query, const RoutingIndex& index, int6
 Status score_documents_per_head(const RouterQuery& query, const RoutingIndex& index, int64_t n_documents,
                                 const RouterReductions& red, std::vector<float>* scores);
 
+// Routing-vector normalisation (spec §4.4), used on router queries and keys alike. x: [n_vectors, dim]. Every
+// head vector v becomes v / max(||v||_2, 1e-12) (F.normalize semantics). The squared norm is accumulated in
+// double, in element order, then rounded to f32; the division is in f32. The result depends only on the
+// vector itself (never on how rows were batched).
+void l2_normalize_heads(float* x, int64_t n_vectors, int64_t dim);
+
 // Top-k of `scores` by (score desc, id asc) over the live (not tombstoned) documents; k = min(k, live). ids come from the bank (call under its
 // lock_shared() if others may add). NaN scores rank below every number (-inf included), among themselves by
 // id. Errors: kInvalidArgument (k <= 0, null out, scores.size() != bank.n_documents()).

@@ -143,4 +143,10 @@ void utf8_append(uint32_t c, std::string* out) {
   }
 }
 
+int64_t utf8_length(std::string_view s) {
+  int64_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 }  // namespace msa::tok

@@ -17,6 +17,9 @@ namespace msa::tok {
 // True when `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
 bool utf8_is_valid(std::string_view s);
 
+// Number of Unicode code points of a well-formed UTF-8 string (Python's len()).
+int64_t utf8_length(std::string_view s);
+
 // Incremental decoder: bytes in, well-formed UTF-8 out. Bytes of a sequence that may still complete are
 // held back (at most 3); `finish` turns such a tail into one U+FFFD. Feeding a byte string in any split
 // and then finishing gives exactly the same output as feeding it whole.

@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "engine/encoder.h"
-#include "engine/engine_common.h"
+#include "memory/memory_bank.h"
 #include "engine/interleave.h"
 #include "engine/session.h"
 #include "memory/memory_bank.h"
