@@ -28,7 +28,6 @@
 #include <vector>
 
 #include "engine/encoder.h"
-#include "router/router.h"
 #include "engine/session.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"

@@ -13,7 +13,6 @@
 #include "capi_model.h"
 #include "core/limits.h"
 #include "engine/encoder.h"
-#include "memory/memory_bank.h"
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 

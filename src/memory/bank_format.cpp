@@ -676,6 +676,16 @@ Status read_manifest(const std::string& dir, Manifest* out) {
   return parse_manifest(map.data(), map.size(), path, out);
 }
 
+void discard_uncommitted_segment(const std::string& dir, const std::string& name) {
+  Manifest m;
+  if (read_manifest(dir, &m).ok()) {
+    for (const SegmentRef& r : m.segments) {
+      if (r.name == name) return;
+    }
+  }
+  ::unlink((dir + "/" + name).c_str());
+}
+
 Status SegmentFile::open(const std::string& path, const SegmentRef* expect, bool verify_content,
                          std::shared_ptr<const SegmentFile>* out, bool defer_routing) {
   MappedFile map;

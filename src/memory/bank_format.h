@@ -138,6 +138,9 @@ Status make_dirs(const std::string& dir);
 // the bank's writer lock and its process's commit mutex may call it (it deletes temporaries of writes in flight).
 void remove_unreferenced(const std::string& dir, const Manifest& keep,
                          const std::unordered_set<std::string>& in_use = {});
+// Deletes segment file `name` of dir after a failed commit, unless dir/MANIFEST lists it (a commit whose only
+// failure was the final directory fsync is in place and must stay). Best effort.
+void discard_uncommitted_segment(const std::string& dir, const std::string& name);
 // "seg-<id zero-padded>.msaseg" (tools and benchmarks; MemoryBank names its segments with new_segment_name).
 std::string segment_file_name(uint64_t segment_id);
 

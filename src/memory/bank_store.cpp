@@ -8,8 +8,6 @@
 // files); after it, the new state. A failed write removes its temporary file (and an uncommitted segment), so a
 // full disk gets its space back. Files no manifest references and no live handle of the process maps are deleted
 // after each commit (remove_unreferenced).
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -289,16 +287,6 @@ Status MemoryBank::check_unchanged_locked(const char* what) const {
   return Status::Ok();
 }
 
-void MemoryBank::discard_segment_locked(const std::string& name) const {
-  bankfmt::Manifest m;
-  if (bankfmt::read_manifest(path_, &m).ok()) {
-    for (const bankfmt::SegmentRef& r : m.segments) {
-      if (r.name == name) return;
-    }
-  }
-  ::unlink((path_ + "/" + name).c_str());
-}
-
 Status MemoryBank::commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments,
                                           std::vector<uint64_t> tombstones) {
   const bankfmt::Manifest m = manifest_for(std::move(segments), std::move(tombstones), generation_ + 1);
@@ -381,9 +369,7 @@ Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stat
   {
     const Status st = bankfmt::write_manifest(dir, m);
     if (!st.ok()) {
-      bankfmt::Manifest now;  // not committed (unless only the final directory fsync failed): drop the segment
-      const bool listed = bankfmt::read_manifest(dir, &now).ok() && now.generation == gen;
-      if (!listed) ::unlink(seg_path.c_str());
+      bankfmt::discard_uncommitted_segment(dir, name);  // give a full disk its space back
       return st;
     }
   }

@@ -521,7 +521,7 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     std::vector<uint64_t> tomb(removed_ids_.begin(), removed_ids_.end());
     std::sort(tomb.begin(), tomb.end());
     const Status st = commit_manifest_locked(std::move(segs), std::move(tomb));
-    if (!st.ok()) discard_segment_locked(name);  // not committed: give its space back now
+    if (!st.ok()) bankfmt::discard_uncommitted_segment(path_, name);  // not committed: give its space back now
     return st;
   };
   if (!path_.empty()) {

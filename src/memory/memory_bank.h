@@ -299,9 +299,6 @@ class MemoryBank {
   // prefixes the messages. Both with mu_ held; check_unchanged_locked also with the directory's commit mutex.
   Status begin_write_locked(const char* what);
   Status check_unchanged_locked(const char* what) const;
-  // Deletes segment `name` of the attached directory after a failed commit, unless MANIFEST lists it (a commit
-  // whose final directory fsync failed is still in place). With the commit mutex held.
-  void discard_segment_locked(const std::string& name) const;
   Status save_locked(const std::string& dir, bankfmt::WriteStats* stats, const char* what);
   Status commit_manifest_locked(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones);
   bankfmt::Manifest manifest_for(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones,

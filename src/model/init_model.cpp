@@ -1,16 +1,7 @@
 #include "model/init_model.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -243,13 +234,9 @@ Status write_random_safetensors(const std::string& path, const std::vector<Tenso
   return file.commit();
 }
 
+// Through the one atomic writer (core/atomic_file.h), like the weights: no partial file on a failed write.
 Status write_text(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return Error(StatusCode::kIo, path, ": cannot create: ", std::strerror(errno));
-  f << text;
-  f.close();
-  if (!f) return Error(StatusCode::kIo, path, ": write failed");
-  return Status::Ok();
+  return atomic_write_file(path, {ByteSpan{text.data(), text.size()}});
 }
 
 }  // namespace
@@ -265,7 +252,8 @@ Status init_model(const InitModelOptions& o) {
   // What we are about to write must load: run it through the loader's parsers (every range check of
   // config.json and generation_config.json applies; their messages name the offending key).
   ModelConfig parsed;
-  Status pst = parse_model_config(make_config(s, msa_config).dump(), "config.json", &parsed);
+  const json config = make_config(s, msa_config);
+  Status pst = parse_model_config(config.dump(), "config.json", &parsed);
   if (pst.ok()) pst = parse_generation_config(make_generation_config().dump(), "generation_config.json",
                                               &parsed.generation);
   if (!pst.ok())
@@ -284,7 +272,7 @@ Status init_model(const InitModelOptions& o) {
   }
   fs::create_directories(o.out_dir, ec);
   if (ec) return Error(StatusCode::kIo, o.out_dir, ": cannot create directory: ", ec.message());
-  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "config.json").string(), make_config(s, msa_config).dump(2) + "\n"));
+  MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "config.json").string(), config.dump(2) + "\n"));
   MSA_RETURN_IF_ERROR(write_text((fs::path(o.out_dir) / "generation_config.json").string(),
                                  make_generation_config().dump(2) + "\n"));
   if (!o.tokenizer_dir.empty()) {

@@ -45,9 +45,7 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
   }
   bool number_unsigned(number_unsigned_t v) override {
     if (mode_ == kVocab) {
-      if (v >= static_cast<number_unsigned_t>(limits::kMaxVocab))
-        return bad("model.vocab: id " + std::to_string(v) + " of \"" + vkey_ + "\" is out of range (ids are < " +
-                   std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
+      if (v >= static_cast<number_unsigned_t>(limits::kMaxVocab)) return vocab_id_too_large(v);
       return vocab_value(static_cast<int64_t>(v));
     }
     return value(json(v));
@@ -152,13 +150,15 @@ class TokenizerJsonReader : public nlohmann::json_sax<json> {
   }
   bool vocab_value(int64_t v) {
     if (v < 0) return bad("model.vocab: negative id for \"" + vkey_ + "\"");
-    if (v >= limits::kMaxVocab)
-      return bad("model.vocab: id " + std::to_string(v) + " of \"" + vkey_ + "\" is out of range (ids are < " +
-                 std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
+    if (v >= limits::kMaxVocab) return vocab_id_too_large(static_cast<uint64_t>(v));
     if (static_cast<int64_t>(vocab.size()) >= limits::kMaxVocab)
       return bad("model.vocab: more than " + std::to_string(limits::kMaxVocab) + " entries (MSA_MAX_VOCAB)");
     vocab.emplace_back(std::move(vkey_), v);
     return true;
+  }
+  bool vocab_id_too_large(uint64_t v) {
+    return bad("model.vocab: id " + std::to_string(v) + " of \"" + vkey_ + "\" is out of range (ids are < " +
+               std::to_string(limits::kMaxVocab) + ", MSA_MAX_VOCAB)");
   }
   bool merge_room() {
     if (static_cast<int64_t>(merges.size()) < Tokenizer::kMaxMerges) return true;

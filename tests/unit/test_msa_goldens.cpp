@@ -40,7 +40,6 @@
 #include <vector>
 
 #include "engine/encoder.h"
-#include "memory/memory_bank.h"
 #include "engine/interleave.h"
 #include "engine/session.h"
 #include "memory/memory_bank.h"
