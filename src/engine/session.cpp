@@ -1,13 +1,13 @@
 #include "engine/session.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
-#include <unordered_set>
 #include <utility>
 
 #include "core/limits.h"
+#include "engine/generate_run.h"
+#include "engine/session_util.h"
 #include "engine/template_prefix.h"
 #include "memory/memory_bank.h"
 #include "router/router.h"
@@ -31,11 +31,6 @@ const char* stop_reason_name(StopReason r) {
 }
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 // Stage-2 routing at the router layers (spec §5.1-5.5): router queries of the routing rows -> scores of every
 // document -> top-k -> all chunks of the selected documents (ascending id, chunks in order) inserted after the
@@ -149,20 +144,9 @@ class RoutingObserver final : public ForwardObserver {
   std::vector<float> qr_, gathered_, kbuf_, vbuf_;
 };
 
-// Text of `ids`, special tokens kept. Ids without a token (the embedding's padding rows: the model has 151,936
-// rows, the Qwen3 tokenizer 151,669 tokens) decode to nothing, as in Hugging Face `tokenizers`.
-Status decode_text(const Tokenizer& tok, const std::vector<int32_t>& ids, std::string* out) {
-  out->clear();
-  std::vector<int32_t> valid;
-  valid.reserve(ids.size());
-  for (int32_t id : ids) {
-    if (tok.is_valid_id(id)) valid.push_back(id);
-  }
-  return tok.decode(valid.data(), valid.size(), false, out);
-}
+}  // namespace
 
-bool contains(std::string_view s, std::string_view what) { return s.find(what) != std::string_view::npos; }
-
+// Shared with GenerateRun (session_util.h).
 Status check_common(const Model& model, std::string_view question, int64_t doc_top_k) {
   if (model.tokenizer() == nullptr) {
     return Error(StatusCode::kTokenizer, "the model was loaded without its tokenizer; generation needs it");
@@ -181,16 +165,6 @@ Status check_prompt_tokens(const char* fn, size_t n) {
   }
   return Status::Ok();
 }
-
-// True when the logits leave some token allowed: a value that is neither NaN nor -inf.
-bool any_allowed(const float* logits, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isnan(logits[i]) && logits[i] != -std::numeric_limits<float>::infinity()) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 Session::Session(const Model& model, const MemoryBank* bank, Backend* backend)
     : model_(model), bank_(bank), backend_(backend) {}
@@ -280,245 +254,8 @@ Status Session::route(std::string_view question, const RouteOptions& options, Ro
 }
 
 Status Session::generate(std::string_view question, const GenerateOptions& opt, GenerateResult* res) {
-  const Clock::time_point t_start = Clock::now();
-  if (res == nullptr) return Error(StatusCode::kInvalidArgument, "generate: result is null");
-  *res = GenerateResult();
-  MSA_RETURN_IF_ERROR(check_common(model_, question, opt.doc_top_k));
-  if (opt.max_new_tokens <= 0) {
-    return Error(StatusCode::kInvalidArgument, "generate: max_new_tokens must be > 0, got ", opt.max_new_tokens);
-  }
-  if (opt.max_rounds <= 0 || opt.max_rounds > limits::kMaxRounds) {
-    return Error(StatusCode::kInvalidArgument, "generate: max_rounds must be in [1, MSA_MAX_ROUNDS = ",
-                 limits::kMaxRounds, "], got ", opt.max_rounds);
-  }
-  if (opt.context_limit < 0) {
-    return Error(StatusCode::kInvalidArgument, "generate: context_limit must be >= 0, got ", opt.context_limit);
-  }
-  const ModelConfig& c = model_.config();
-  const SamplingParams sp = resolve_sampling(opt.sampling, c.generation);
-  MSA_RETURN_IF_ERROR(validate_sampling(sp));
-  const Tokenizer& tok = *model_.tokenizer();
-  // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
-  BankReadLock lock(bank_);
-  if (bank_) MSA_RETURN_IF_ERROR(check_bank_matches(c, *bank_));
-
-  const bool interleave_mode = opt.mode == GenerateMode::kInterleave && bank_ != nullptr;
-  const int64_t first = opt.first_position >= 0 ? opt.first_position : 3 + opt.doc_top_k;
-  int64_t limit = opt.context_limit > 0 ? opt.context_limit : c.max_position_embeddings;
-  if (limit <= 0 || limit > std::numeric_limits<int32_t>::max()) limit = std::numeric_limits<int32_t>::max();
-  const std::vector<int32_t>& eos_list = c.generation.eos_token_ids.empty() ? c.eos_token_ids : c.generation.eos_token_ids;
-  const std::unordered_set<int32_t> eos(eos_list.begin(), eos_list.end());
-
-  std::vector<int32_t> prompt, doc_ids;
-  MSA_RETURN_IF_ERROR(encode_query(tok, question, &prompt, &doc_ids));
-  MSA_RETURN_IF_ERROR(check_prompt_tokens("generate", prompt.size()));
-  if (first + static_cast<int64_t>(prompt.size()) > limit) {
-    return Error(StatusCode::kContextOverflow, "generate: the prompt (", prompt.size(), " tokens from position ",
-                 first, ") does not fit below the context limit ", limit);
-  }
-  if (!bank_) MSA_RETURN_IF_ERROR(ensure_template());
-
-  Sampler sampler(sp);
-  StreamingDecoder dec(tok);
-  logits_.resize(static_cast<size_t>(c.vocab_size));
-  const int64_t vocab = c.vocab_size;
-  Status status = Status::Ok();
-  bool answer_stage = !interleave_mode;  // plain mode decodes the answer directly
-  std::string answer_text;               // text generated in the answer stage
-  std::vector<int32_t> seq;              // the current round's sequence (prompt + generated + injected)
-  int64_t n_sampled = 0;
-  bool done = false;
-
-  // Appends a streamed piece to the texts; false when the callback cancels.
-  auto emit = [&](const std::string& piece, RoundRecord* rr) -> bool {
-    if (piece.empty()) return true;
-    res->generated_text += piece;
-    if (rr) rr->generated_text += piece;
-    if (answer_stage) answer_text += piece;
-    return !(opt.on_token && opt.on_token(piece) != 0);
-  };
-  auto cancel = [&](const char* what) {
-    res->stop = StopReason::kCancelled;
-    status = Error(StatusCode::kCancelled, "generate: cancelled by the ", what, " callback");
-    done = true;
-  };
-
-  for (int round = 1; !done; ++round) {
-    res->rounds.emplace_back();
-    RoundRecord* rr = &res->rounds.back();
-    rr->round = round;
-    rr->prompt_tokens = static_cast<int64_t>(prompt.size());
-    rr->routing_tokens = std::count(doc_ids.begin(), doc_ids.end(), 0);
-
-    const Clock::time_point tp = Clock::now();
-    std::vector<LayerRouting> routing;
-    Status s = prefill(prompt, doc_ids, first, opt.doc_top_k, opt.record_scores, false, &routing, logits_.data());
-    if (!s.ok()) {
-      res->rounds.pop_back();
-      return s;
-    }
-    const double prefill_ms = ms_since(tp);
-    res->timings.prefill_ms_total += prefill_ms;
-    if (round == 1) {
-      res->timings.prefill_ms = prefill_ms;
-      res->timings.prompt_tokens = static_cast<int64_t>(prompt.size());
-      if (opt.record_first_logits) res->first_logits.assign(logits_.begin(), logits_.end());
-      res->routing = routing;
-    }
-    rr->routing = std::move(routing);
-
-    seq = prompt;
-    int64_t pos = first + static_cast<int64_t>(prompt.size());
-    bool next_round = false;
-    int64_t round_sampled = 0;
-    while (!done && !next_round) {
-      if (n_sampled >= opt.max_new_tokens) {
-        res->stop = StopReason::kMaxNewTokens;
-        done = true;
-        break;
-      }
-      if (opt.on_logits) {
-        LogitsStep ls;
-        ls.round = round;
-        ls.index = n_sampled;
-        ls.round_index = round_sampled;
-        ls.answer_stage = answer_stage;
-        if (opt.on_logits(ls, logits_.data(), vocab) != 0) {
-          cancel("logits");
-          break;
-        }
-        if (!any_allowed(logits_.data(), vocab)) {
-          return Error(StatusCode::kInvalidArgument, "generate: the logits callback produced no finite logit (round ",
-                       round, ", step ", n_sampled, "): every one of the ", vocab,
-                       " logits is NaN or -inf; it must leave at least one token allowed");
-        }
-      }
-      const int32_t t = sampler.sample(logits_.data(), vocab);
-      ++round_sampled;
-      if (t < 0) return Error(StatusCode::kInternal, "generate: the model produced only NaN logits");
-      res->generated_ids.push_back(t);
-      if (++n_sampled == 1) res->timings.ttft_ms = ms_since(t_start);
-      if (eos.count(t)) {
-        res->stop = StopReason::kEos;
-        done = true;
-        break;
-      }
-      std::string piece;
-      if (tok.is_valid_id(t)) MSA_RETURN_IF_ERROR(dec.push(t, &piece));  // else: no text (see decode_text)
-      seq.push_back(t);
-      if (!emit(piece, rr)) {
-        cancel("token");
-        break;
-      }
-
-      if (!answer_stage) {
-        const bool eor = contains(rr->generated_text, interleave::kEndOfRetrieve);
-        const bool too_long =
-            opt.max_round_chars > 0 && tok::utf8_length(rr->generated_text) > opt.max_round_chars;
-        if (eor || too_long) {
-          // Stage 3: the question is re-stated (or, after the length rule alone, nothing is injected), then the
-          // answer is decoded (stage 4). The token completing the marker is fed together with the injection.
-          if (n_sampled >= opt.max_new_tokens) {
-            res->stop = StopReason::kMaxNewTokens;
-            done = true;
-            break;
-          }
-          std::vector<int32_t> feed{t};
-          if (eor) {
-            std::string fed;
-            MSA_RETURN_IF_ERROR(decode_text(tok, seq, &fed));
-            MSA_RETURN_IF_ERROR(
-                tok.encode(interleave::format_question_injection(interleave::extract_question(fed)), &feed));
-          }
-          if (pos + static_cast<int64_t>(feed.size()) > limit) {
-            res->stop = StopReason::kContextLimit;
-            done = true;
-            break;
-          }
-          rr->question_injected = eor;
-          seq.insert(seq.end(), feed.begin() + 1, feed.end());
-          MSA_RETURN_IF_ERROR(step(feed.data(), static_cast<int64_t>(feed.size()), pos, logits_.data()));
-          pos += static_cast<int64_t>(feed.size());
-          answer_stage = true;
-          continue;
-        }
-        if (contains(rr->generated_text, interleave::kRoundEnd)) {
-          // End of a retrieval round: inject the documents named in it, then re-encode everything.
-          std::vector<std::pair<uint64_t, std::string_view>> docs;
-          for (uint64_t id : interleave::parse_document_ids(rr->generated_text)) {
-            const int64_t idx = bank_->find(id);
-            if (idx < 0) continue;
-            docs.emplace_back(id, bank_->document(idx).text);
-            rr->documents_read.push_back(id);
-          }
-          MSA_RETURN_IF_ERROR(tok.encode(interleave::format_documents_injection(docs), &seq));
-          if (opt.on_round && opt.on_round(*rr) != 0) {
-            cancel("round");
-            break;
-          }
-          std::string transcript;
-          MSA_RETURN_IF_ERROR(decode_text(tok, seq, &transcript));
-          const std::string next = interleave::regenerate_prompt_text(transcript);
-          if (!interleave::should_regenerate(next)) {
-            res->stop = StopReason::kAnswerInRound;
-            done = true;
-            break;
-          }
-          if (n_sampled >= opt.max_new_tokens) {
-            res->stop = StopReason::kMaxNewTokens;
-            done = true;
-            break;
-          }
-          if (round >= opt.max_rounds) {
-            res->stop = StopReason::kMaxRounds;
-            done = true;
-            break;
-          }
-          MSA_RETURN_IF_ERROR(interleave::encode_regenerate_prompt(tok, next, &prompt, &doc_ids));
-          if (first + static_cast<int64_t>(prompt.size()) > limit) {
-            res->stop = StopReason::kContextLimit;
-            done = true;
-            break;
-          }
-          next_round = true;
-          break;
-        }
-      }
-
-      if (n_sampled >= opt.max_new_tokens) {  // no forward for a token nothing will follow
-        res->stop = StopReason::kMaxNewTokens;
-        done = true;
-        break;
-      }
-      if (pos >= limit) {
-        res->stop = StopReason::kContextLimit;
-        done = true;
-        break;
-      }
-      const Clock::time_point td = Clock::now();
-      MSA_RETURN_IF_ERROR(step(&t, 1, pos, logits_.data()));
-      res->timings.decode_ms += ms_since(td);
-      ++res->timings.decode_steps;
-      ++pos;
-    }
-  }
-
-  std::string tail;
-  dec.flush(&tail);
-  if (!tail.empty()) {
-    res->generated_text += tail;
-    if (!res->rounds.empty()) res->rounds.back().generated_text += tail;
-    if (answer_stage) answer_text += tail;
-    if (opt.on_token && status.ok() && opt.on_token(tail) != 0) cancel("token");
-  }
-  MSA_RETURN_IF_ERROR(decode_text(tok, seq, &res->transcript));
-  res->answer = interleave_mode ? (answer_stage ? interleave::extract_answer(answer_text) : std::string())
-                                : res->generated_text;
-  res->timings.total_ms = ms_since(t_start);
-  if (res->timings.decode_ms > 0) {
-    res->timings.decode_tokens_per_s = 1000.0 * static_cast<double>(res->timings.decode_steps) / res->timings.decode_ms;
-  }
-  return status;
+  GenerateRun run(this, question, opt, res);  // the call's clock starts here
+  return run.run();
 }
 
 }  // namespace msa

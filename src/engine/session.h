@@ -172,6 +172,8 @@ class Session {
   Status route(std::string_view question, const RouteOptions& options, RouteResult* result);
 
  private:
+  friend class GenerateRun;  // generate()'s steps (generate_run.h)
+
   Status prefill(const std::vector<int32_t>& ids, const std::vector<int32_t>& doc_ids, int64_t first_position,
                  int64_t doc_top_k, bool record_scores, bool stop_after_routing, std::vector<LayerRouting>* routing,
                  float* logits);
