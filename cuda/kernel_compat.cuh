@@ -177,6 +177,23 @@ inline std::vector<uint32_t> doc_id_ranks(const uint64_t* ids, int64_t n) {
   return ranks;
 }
 
+// Launch plans of the elementwise kernels (ops_elementwise_kernels.cuh, backend_kernels.cuh).
+inline constexpr int kEltThreads = 256;  // threads of the grid-stride and one-block-per-row kernels
+
+// Grid for a grid-stride loop over n elements (blocks of kEltThreads).
+inline unsigned elt_grid(int64_t n) {
+  const int64_t blocks = (n + kEltThreads - 1) / kEltThreads;
+  return static_cast<unsigned>(blocks < 32768 ? (blocks > 0 ? blocks : 1) : 32768);
+}
+
+// Threads for a one-block-per-row kernel: a multiple of 32, at most 256, not much more than the row.
+inline int row_threads(int64_t dim) {
+  int64_t t = (dim + 31) / 32 * 32;
+  if (t > kEltThreads) t = kEltThreads;
+  if (t < 32) t = 32;
+  return static_cast<int>(t);
+}
+
 // Bits of the id-rank field of a top-k key for n documents (ranks < n <= 2^bits; at most 31).
 inline int topk_low_bits(int64_t n) {
   int b = 1;

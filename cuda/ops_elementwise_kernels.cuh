@@ -1,6 +1,6 @@
-// Device code of the row-wise and elementwise forward ops (ops_elementwise.h describes them) and their launch
-// plans, shared by ops_elementwise.cu and the CPU emulation test (tests/gpu/test_ops_emu.cpp, over
-// kernel_compat.cuh). Include from exactly one .cu (the kernels are not inline).
+// Device code of the row-wise and elementwise forward ops (ops_elementwise.h describes them; their launch plans,
+// elt_grid / row_threads, are in kernel_compat.cuh), shared by ops_elementwise.cu and the CPU emulation test
+// (tests/gpu/test_ops_emu.cpp, over kernel_compat.cuh). Include from exactly one .cu (the kernels are not inline).
 #pragma once
 
 #include <cstdint>
@@ -10,22 +10,6 @@
 
 namespace msa::cuda::kern {
 inline namespace MSA_KERNEL_ABI {
-
-constexpr int kEltThreads = 256;  // threads of the grid-stride and one-block-per-row kernels
-
-// Grid for a grid-stride loop over n elements (blocks of kEltThreads).
-inline unsigned elt_grid(int64_t n) {
-  const int64_t blocks = (n + kEltThreads - 1) / kEltThreads;
-  return static_cast<unsigned>(blocks < 32768 ? (blocks > 0 ? blocks : 1) : 32768);
-}
-
-// Threads for a one-block-per-row kernel: a multiple of 32, at most 256, not much more than the row.
-inline int row_threads(int64_t dim) {
-  int64_t t = (dim + 31) / 32 * 32;
-  if (t > kEltThreads) t = kEltThreads;
-  if (t < 32) t = 32;
-  return static_cast<int>(t);
-}
 
 // dtype codes as ints for the kernels: 0 = f32, 1 = bf16, 2 = f16 (the DType values).
 MSA_DEV float load_f32(const void* p, int dtype, int64_t i) {

@@ -1,4 +1,4 @@
-// Routing scores on the GPU (the device twin of msa::score_documents, src/router/router.h): for the routing
+// Routing scores on the GPU (the device twin of msa::score_documents, src/backend/cpu/routing_scan.h): for the routing
 // query rows q [n_tokens, n_heads * head_dim] and a DeviceRoutingIndex, one f32 score per document, left on
 // the device for cuda/topk.h.
 //
@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "core/status.h"
-#include "router/router.h"
+#include "backend/routing_types.h"
 #include "routing_index.h"
 
 namespace msa::cuda {

@@ -1,4 +1,4 @@
-// Top-k documents on the GPU (the device twin of msa::select_top_k, src/router/router.h).
+// Top-k documents on the GPU (the device twin of msa::select_top_k, src/backend/cpu/routing_scan.h).
 //
 // Order: score descending, then document id ascending; NaN ranks below every number (-inf included), NaNs
 // among themselves by id; -0 and +0 are the same score; tombstoned documents are never returned; k =
@@ -16,7 +16,7 @@
 #include "core/status.h"
 #include "memory/memory_bank.h"
 #include "resources.h"
-#include "router/router.h"
+#include "backend/routing_types.h"
 
 namespace msa::cuda {
 

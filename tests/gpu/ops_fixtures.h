@@ -1,13 +1,56 @@
-// Shared by the forward-op GPU tests (test_ops_forward.cpp on the device, test_ops_emu.cpp under the CPU
-// emulation): the per-query own-row windows and packed segments of an attention case.
+// Shared by the forward-op GPU tests (test_ops_forward.cpp and test_backend_cuda.cpp on the device, test_ops_emu.cpp
+// under the CPU emulation): host weights of any float dtype, and the per-query own-row windows and packed segments
+// of an attention case.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <utility>
 #include <vector>
 
+#include "core/dtype.h"
+#include "core/tensor.h"
+
 namespace ops_fixtures {
+
+inline int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// A weight of any float dtype in host memory: its bytes (for the CPU view and the device copy).
+struct HostWeight {
+  msa::DType dtype = msa::DType::kF32;
+  std::vector<uint8_t> bytes;
+  std::vector<int64_t> shape;
+  msa::TensorView view() const {
+    msa::TensorView v;
+    v.dtype = dtype;
+    v.data = bytes.data();
+    v.shape = shape;
+    return v;
+  }
+};
+
+// numel(shape) values (drawn by the caller) stored as dt: f32 as is, bf16 / f16 rounded to nearest even.
+inline HostWeight host_weight(msa::DType dt, std::vector<int64_t> shape, const std::vector<float>& values) {
+  HostWeight w;
+  w.dtype = dt;
+  w.shape = std::move(shape);
+  w.bytes.resize(values.size() * msa::dtype_size(dt));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dt == msa::DType::kF32) {
+      std::memcpy(&w.bytes[4 * i], &values[i], 4);
+    } else {
+      const uint16_t h = dt == msa::DType::kBF16 ? msa::f32_to_bf16(values[i]) : msa::f32_to_f16(values[i]);
+      std::memcpy(&w.bytes[2 * i], &h, 2);
+    }
+  }
+  return w;
+}
 
 // own_begin / own_end per query row, q_seg per query row, kv_seg per own row (at least one entry).
 struct AttentionMasks {

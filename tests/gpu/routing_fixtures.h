@@ -1,6 +1,7 @@
 // Shared by the routing-tier GPU tests (test_routing.cpp on the device, test_routing_emu.cpp under the CPU
 // emulation): the one-router-layer config and empty bank the random banks are built in, the document loop that
-// repeats every 7th document's pages (exact score ties), and the |key| index of the tolerance bound.
+// repeats every 7th document's pages (exact score ties), the |key| index of the tolerance bound, and the host
+// view (backend/routing_types.h) the CPU routing scan (backend/cpu/routing_scan.h) takes.
 #pragma once
 
 #include <cmath>
@@ -11,7 +12,8 @@
 
 #include "core/dtype.h"
 #include "memory/memory_bank.h"
-#include "router/router.h"
+#include "backend/cpu/routing_scan.h"
+#include "backend/routing_types.h"
 
 namespace routing_fixtures {
 
@@ -67,6 +69,41 @@ inline msa::RoutingIndex abs_index(const msa::RoutingIndex& in) {
   }
   for (float& x : r.scales) x = std::fabs(x);
   return r;
+}
+
+// The bank's per-document arrays a RoutingIndexView points into: caller ids and tombstones.
+struct DocArrays {
+  std::vector<uint64_t> ids;
+  std::vector<uint8_t> removed;
+};
+inline DocArrays doc_arrays(const msa::MemoryBank& bank) {
+  DocArrays a;
+  const int64_t n = bank.n_documents();
+  a.ids.resize(static_cast<size_t>(n));
+  a.removed.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    a.ids[static_cast<size_t>(i)] = bank.document(i).id;
+    a.removed[static_cast<size_t>(i)] = bank.is_removed(i) ? 1 : 0;
+  }
+  return a;
+}
+
+// The host view of `ri` (an index of `bank`, or one derived from it such as abs_index) over the bank's documents
+// (`docs` = doc_arrays(bank)); ri and docs must outlive it.
+inline msa::RoutingIndexView view_of(const msa::RoutingIndex& ri, const msa::MemoryBank& bank, const DocArrays& docs) {
+  msa::RoutingIndexView v;
+  v.dtype = ri.dtype;
+  v.n_chunks = ri.n_chunks();
+  v.n_kv_heads = bank.config().num_key_value_heads;
+  v.head_dim = bank.config().head_dim;
+  v.keys = ri.keys.empty() ? nullptr : ri.keys.data();
+  v.packed = ri.packed.empty() ? nullptr : ri.packed.data();
+  v.scales = ri.scales.empty() ? nullptr : ri.scales.data();
+  v.chunk_doc = ri.chunk_doc.empty() ? nullptr : ri.chunk_doc.data();
+  v.n_documents = bank.n_documents();
+  v.doc_ids = docs.ids.empty() ? nullptr : docs.ids.data();
+  v.removed = docs.removed.empty() ? nullptr : docs.removed.data();
+  return v;
 }
 
 }  // namespace routing_fixtures

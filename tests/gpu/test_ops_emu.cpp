@@ -75,34 +75,11 @@ std::string shape_str(const char* f, long long a, long long b = -1, long long c 
   return buf;
 }
 
-// A float weight of `dt`: its bytes and the CPU view of them.
-struct Weight {
-  DType dt;
-  std::vector<uint8_t> bytes;
-  std::vector<int64_t> shape;
-  msa::TensorView view() const {
-    msa::TensorView v;
-    v.dtype = dt;
-    v.data = bytes.data();
-    v.shape = shape;
-    return v;
-  }
-};
+// A float weight of `dt` with values uniform in [lo, hi): its bytes and the CPU view of them.
+using Weight = ops_fixtures::HostWeight;
 Weight weight(DType dt, std::vector<int64_t> shape, float lo, float hi) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  const std::vector<float> f = uniform(static_cast<size_t>(n), lo, hi);
-  Weight w{dt, {}, std::move(shape)};
-  w.bytes.resize(f.size() * (dt == DType::kF32 ? 4 : 2));
-  for (size_t i = 0; i < f.size(); ++i) {
-    if (dt == DType::kF32) {
-      std::memcpy(&w.bytes[4 * i], &f[i], 4);
-    } else {
-      const uint16_t h = dt == DType::kBF16 ? msa::f32_to_bf16(f[i]) : msa::f32_to_f16(f[i]);
-      std::memcpy(&w.bytes[2 * i], &h, 2);
-    }
-  }
-  return w;
+  const std::vector<float> f = uniform(static_cast<size_t>(ops_fixtures::numel(shape)), lo, hi);
+  return ops_fixtures::host_weight(dt, std::move(shape), f);
 }
 
 // ------------------------------------------------------------------------------ elementwise and row-wise ops
@@ -211,7 +188,10 @@ void test_rope(msa::CpuBackend& cpu) {
     expect_near("rope_table.sin", shape, sin_e, sin_ref, 1e-6, 0.0);
     // Rotation with the emulated tables vs the CPU's rotation with compute_rope_table's.
     std::vector<float> x = uniform(static_cast<size_t>(c.n_tokens * c.n_heads * c.head_dim), -3.0f, 3.0f), xe = x;
-    cpu.rope(x.data(), c.n_tokens, c.n_heads, c.head_dim, cos_ref.data(), sin_ref.data());
+    if (!cpu.rope(x.data(), c.n_tokens, c.n_heads, c.head_dim, pos.data(), c.theta).ok()) {  // compute_rope_table's
+      expect_true(false, "cpu rope");
+      continue;
+    }
     const int64_t n = c.n_tokens * c.n_heads * half;
     msa_emu::launch(kern::elt_grid(n), kern::kEltThreads, 0, [&] {
       kern::rope_kernel(xe.data(), c.n_tokens, c.n_heads, c.head_dim, cos_e.data(), sin_e.data());

@@ -119,11 +119,6 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   for (size_t i = 0; i < v.size(); ++i) o[i] = msa::f32_to_bf16(v[i]);
   return o;
 }
-std::vector<uint16_t> to_f16(const std::vector<float>& v) {
-  std::vector<uint16_t> o(v.size());
-  for (size_t i = 0; i < v.size(); ++i) o[i] = msa::f32_to_f16(v[i]);
-  return o;
-}
 // The f32 values a bf16/f16 array stands for.
 std::vector<float> widen(DType dt, const std::vector<uint16_t>& v) {
   std::vector<float> o(v.size());
@@ -131,36 +126,11 @@ std::vector<float> widen(DType dt, const std::vector<uint16_t>& v) {
   return o;
 }
 
-// Host weight of any float dtype: its bytes (for the CPU view and the device copy).
-struct HostWeight {
-  DType dtype = DType::kF32;
-  std::vector<uint8_t> bytes;
-  std::vector<int64_t> shape;
-  TensorView view() const {
-    TensorView v;
-    v.dtype = dtype;
-    v.data = bytes.data();
-    v.shape = shape;
-    return v;
-  }
-};
+using ops_fixtures::HostWeight;
 
 HostWeight make_weight(DType dt, std::vector<int64_t> shape, float lo = -1.0f, float hi = 1.0f) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> f = rand_vec(static_cast<size_t>(n), lo, hi);
-  HostWeight w;
-  w.dtype = dt;
-  w.shape = std::move(shape);
-  if (dt == DType::kF32) {
-    w.bytes.resize(f.size() * 4);
-    std::memcpy(w.bytes.data(), f.data(), w.bytes.size());
-  } else {
-    std::vector<uint16_t> h = dt == DType::kBF16 ? to_bf16(f) : to_f16(f);
-    w.bytes.resize(h.size() * 2);
-    std::memcpy(w.bytes.data(), h.data(), w.bytes.size());
-  }
-  return w;
+  const std::vector<float> f = rand_vec(static_cast<size_t>(ops_fixtures::numel(shape)), lo, hi);
+  return ops_fixtures::host_weight(dt, std::move(shape), f);
 }
 
 // Comparison: element i passes when |g - c| <= atol + rtol * |c| (NaN never passes). Prints one line.
@@ -343,7 +313,8 @@ void test_rope(mc::CudaResources& res, msa::CpuBackend& cpu) {
     DevBuf<float> dx(x);
     dcos.upload(cos_ref);
     dsin.upload(sin_ref);
-    cpu.rope(x.data(), c.n_tokens, c.n_heads, c.head_dim, cos_ref.data(), sin_ref.data());
+    // The CPU rotates with its table of compute_rope_table, the same values as cos_ref / sin_ref.
+    if (!expect_ok(cpu.rope(x.data(), c.n_tokens, c.n_heads, c.head_dim, pos.data(), c.theta), "cpu rope")) continue;
     if (!expect_ok(mc::rope(res, dx.get(), c.n_tokens, c.n_heads, c.head_dim, dcos.get(), dsin.get()), "rope") ||
         !expect_ok(res.synchronize(), "rope sync"))
       continue;

@@ -28,7 +28,7 @@
 #include "memory/page_codec.h"
 #include "page_gather.h"
 #include "resources.h"
-#include "router/router.h"
+#include "backend/cpu/routing_scan.h"
 #include "routing_fixtures.h"
 #include "routing_index.h"
 #include "routing_score.h"
@@ -192,6 +192,8 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
   std::vector<float> qabs(q.size());
   for (size_t i = 0; i < q.size(); ++i) qabs[i] = std::fabs(q[i]);
   const msa::RoutingIndex aindex = abs_index(index);
+  const routing_fixtures::DocArrays docs = routing_fixtures::doc_arrays(bank);
+  const msa::RoutingIndexView view = routing_fixtures::view_of(index, bank, docs);
   msa::RouterQuery cq;
   cq.q = q.data();
   cq.n_tokens = T;
@@ -202,7 +204,7 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
   aq.q = qabs.data();
   std::vector<float> mag;
   RouterReductions maxred;  // max / max / max
-  if (!ok(msa::score_documents_per_head(aq, aindex, n_docs, maxred, &mag), "CPU magnitude")) return;
+  if (!ok(msa::score_documents_per_head(aq, routing_fixtures::view_of(aindex, bank, docs), maxred, &mag), "CPU magnitude")) return;
   const msa::cuda::DeviceRouterQuery dq = device_query(q, T, s);
 
   for (HeadReduce h : {HeadReduce::kMean, HeadReduce::kMax}) {
@@ -219,7 +221,7 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
         const int64_t rows = h == HeadReduce::kMax ? used * (s.heads / s.kv_heads) : (qr == QueryReduce::kMean ? 1 : used);
         if (rows > 32) ++stats->multi_pass;
         std::vector<float> cpu, gpu;
-        if (!ok(msa::score_documents(cq, index, n_docs, red, &cpu), std::string("CPU ") + tag)) continue;
+        if (!ok(msa::score_documents(cq, view, red, &cpu), std::string("CPU ") + tag)) continue;
         if (!ok(g.scorer->score(dq, *dindex, red), std::string("GPU score ") + tag)) continue;
         if (!ok(g.scorer->download(&gpu), std::string("GPU download ") + tag)) continue;
         ++stats->cases;
@@ -250,14 +252,14 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
         // Top-k of the device scores == select_top_k of the same scores (exact).
         std::vector<msa::ScoredDocument> gtop, ctop_g, ctop;
         if (!ok(g.topk->select(g.scorer->doc_scores(), n_docs, *g.docs, k, &gtop), std::string("GPU topk ") + tag)) continue;
-        if (!ok(msa::select_top_k(gpu, bank, k, &ctop_g), "select_top_k")) continue;
+        if (!ok(msa::select_top_k(gpu, view, k, &ctop_g), "select_top_k")) continue;
         if (!same_topk(gtop, ctop_g)) {
           fail(std::string(tag) + ": top-k of the device scores: gpu " + ids_str(gtop) + " cpu " + ids_str(ctop_g));
           continue;
         }
         // Against the CPU scores: identical unless two neighbours among the first k+1 are within 2 tol.
         std::vector<msa::ScoredDocument> all;
-        if (!ok(msa::select_top_k(cpu, bank, k + 1, &all), "select_top_k k+1")) continue;
+        if (!ok(msa::select_top_k(cpu, view, k + 1, &all), "select_top_k k+1")) continue;
         bool separated = true;
         for (size_t i = 0; i + 1 < all.size(); ++i) {
           const size_t a = static_cast<size_t>(all[i].index), b = static_cast<size_t>(all[i + 1].index);
@@ -271,7 +273,7 @@ void check_scores(Gpu& g, const msa::MemoryBank& bank, const Shape& s, int64_t T
           ++stats->topk_near_tie;
           continue;
         }
-        if (!ok(msa::select_top_k(cpu, bank, k, &ctop), "select_top_k")) continue;
+        if (!ok(msa::select_top_k(cpu, view, k, &ctop), "select_top_k")) continue;
         bool same_ids = gtop.size() == ctop.size();
         for (size_t i = 0; same_ids && i < gtop.size(); ++i) same_ids = gtop[i].id == ctop[i].id;
         if (!same_ids) {
@@ -316,6 +318,8 @@ void test_topk_crafted(Gpu& g) {
     auto bank = make_bank({1, 1, 2}, PageDType::kF32, n, 1, static_cast<uint32_t>(n), n > 2);
     if (!bank) return;
     if (!ok(g.docs->set_from_bank(*bank), "DeviceDocSet::set_from_bank")) return;
+    const routing_fixtures::DocArrays docs = routing_fixtures::doc_arrays(*bank);
+    const msa::RoutingIndexView view = routing_fixtures::view_of(bank->routing(0), *bank, docs);
     msa::cuda::DeviceBuffer d;
     if (!ok(d.reserve(static_cast<size_t>(n) * 4), "reserve")) return;
     for (int variant = 0; variant < 4; ++variant) {
@@ -335,7 +339,7 @@ void test_topk_crafted(Gpu& g) {
       for (int64_t k : {int64_t{1}, int64_t{3}, int64_t{16}, n, n + 5}) {
         std::vector<msa::ScoredDocument> gt, ct;
         if (!ok(g.topk->select(d.as<float>(), n, *g.docs, k, &gt), "GPU topk crafted")) continue;
-        if (!ok(msa::select_top_k(scores, *bank, k, &ct), "select_top_k crafted")) continue;
+        if (!ok(msa::select_top_k(scores, view, k, &ct), "select_top_k crafted")) continue;
         ++cases;
         if (!same_topk(gt, ct)) {
           fail("crafted top-k n=" + std::to_string(n) + " variant " + std::to_string(variant) + " k=" +
@@ -357,6 +361,7 @@ void test_nan_and_append(Gpu& g) {
     msa::RoutingIndex idx = bank->routing(0);
     const int64_t n_docs = bank->n_documents();
     const int64_t width = s.kv_heads * s.head_dim;
+    const routing_fixtures::DocArrays docs = routing_fixtures::doc_arrays(*bank);
     for (int64_t c = 3; c < idx.n_chunks(); c += 17) {
       if (dt == PageDType::kInt8) {
         idx.scales[static_cast<size_t>(c * s.kv_heads + 1)] = std::numeric_limits<float>::quiet_NaN();
@@ -413,7 +418,7 @@ void test_nan_and_append(Gpu& g) {
           red.head = h;
           red.chunk = cr;
           std::vector<float> cpu, a, b;
-          if (!ok(msa::score_documents(cq, idx, n_docs, red, &cpu), "CPU NaN")) continue;
+          if (!ok(msa::score_documents(cq, routing_fixtures::view_of(idx, *bank, docs), red, &cpu), "CPU NaN")) continue;
           if (!ok(g.scorer->score(dq, *full, red), "GPU full") || !ok(g.scorer->download(&a), "download")) continue;
           if (!ok(g.scorer->score(dq, *inc, red), "GPU inc") || !ok(g.scorer->download(&b), "download")) continue;
           ++cases;

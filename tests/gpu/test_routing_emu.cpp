@@ -27,7 +27,7 @@
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
 #include "page_gather.cuh"
-#include "router/router.h"
+#include "backend/cpu/routing_scan.h"
 #include "routing_fixtures.h"
 #include "routing_kernels.cuh"
 #include "topk.cuh"
@@ -194,6 +194,8 @@ void test_scan() {
       if (!bank) return;
       const msa::RoutingIndex& idx = bank->routing(0);
       const msa::RoutingIndex aidx = abs_index(idx);
+      const routing_fixtures::DocArrays docs = routing_fixtures::doc_arrays(*bank);
+      const msa::RoutingIndexView view = routing_fixtures::view_of(idx, *bank, docs);
       const int64_t n_docs = bank->n_documents();
       for (int64_t T : {1, 3, 9}) {
         std::mt19937 rng(seed++);
@@ -206,7 +208,7 @@ void test_scan() {
         msa::RouterQuery cq{q.data(), T, s.H, s.G, s.D};
         msa::RouterQuery aq{qa.data(), T, s.H, s.G, s.D};
         std::vector<float> mag;
-        if (!msa::score_documents_per_head(aq, aidx, n_docs, RouterReductions(), &mag).ok()) {
+        if (!msa::score_documents_per_head(aq, routing_fixtures::view_of(aidx, *bank, docs), RouterReductions(), &mag).ok()) {
           fail("magnitude");
           return;
         }
@@ -218,7 +220,7 @@ void test_scan() {
               red.query = qr;
               red.chunk = cr;
               std::vector<float> cpu;
-              if (!msa::score_documents(cq, idx, n_docs, red, &cpu).ok()) {
+              if (!msa::score_documents(cq, view, red, &cpu).ok()) {
                 fail("score_documents");
                 continue;
               }
@@ -243,7 +245,7 @@ void test_scan() {
               // Top-k of the emulated scores == select_top_k of the same scores.
               for (int64_t k : {int64_t{1}, int64_t{16}, n_docs + 3}) {
                 std::vector<msa::ScoredDocument> ref;
-                if (!msa::select_top_k(emu, *bank, k, &ref).ok()) {
+                if (!msa::select_top_k(emu, view, k, &ref).ok()) {
                   fail("select_top_k");
                   continue;
                 }
@@ -267,13 +269,15 @@ void test_topk_specials() {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const float pool[] = {0.5f, 0.25f, -0.0f, 0.0f, nan, -inf, inf, -1e30f, 1e-40f, -1e-40f};
   std::mt19937 rng(3);
+  const routing_fixtures::DocArrays docs = routing_fixtures::doc_arrays(*bank);
+  const msa::RoutingIndexView view = routing_fixtures::view_of(bank->routing(0), *bank, docs);
   int cases = 0;
   for (int variant = 0; variant < 3; ++variant) {
     std::vector<float> s(static_cast<size_t>(bank->n_documents()));
     for (float& x : s) x = variant == 0 ? pool[rng() % 10] : (variant == 1 ? static_cast<float>(rng() % 4) : nan);
     for (int64_t k : {int64_t{1}, int64_t{7}, int64_t{300}, int64_t{1000}}) {
       std::vector<msa::ScoredDocument> ref;
-      if (!msa::select_top_k(s, *bank, k, &ref).ok()) {
+      if (!msa::select_top_k(s, view, k, &ref).ok()) {
         fail("select_top_k");
         continue;
       }
