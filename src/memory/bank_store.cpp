@@ -163,6 +163,7 @@ void MemoryBank::set_fingerprint(const bankfmt::Fingerprint& fp) {
   fp_ = fp;
   fp_.page_dtype = static_cast<uint64_t>(dtype_);
   fp_.template_len = 3;
+  bump_version_locked();
 }
 
 std::string MemoryBank::path() const { return path_; }
@@ -378,6 +379,7 @@ Status MemoryBank::save_locked(const std::string& dir, bankfmt::WriteStats* stat
   BankOpenOptions opts;
   MSA_RETURN_IF_ERROR(open(dir, config_, nullptr, opts, &fresh));
   take_state(std::move(*fresh));
+  bump_version_locked();
   writer_ = std::move(writer);
   // After take_state: this handle's previous segments are no longer mapped by it (others' still count).
   bankfmt::remove_unreferenced(dir, m, target->in_use());
@@ -437,6 +439,7 @@ Status MemoryBank::remove(const std::vector<uint64_t>& ids) {
     removed_ids_.insert(id);
     ++n_removed_;
   }
+  bump_version_locked();
   return Status::Ok();
 }
 
@@ -515,6 +518,7 @@ void MemoryBank::compact_in_ram_locked() {
   for (size_t i = 0; i < docs_.size(); ++i) by_id_.emplace(docs_[i].id, static_cast<int64_t>(i));
   removed_ids_.clear();
   n_removed_ = 0;
+  bump_version_locked();
 }
 
 Status MemoryBank::verify() const {

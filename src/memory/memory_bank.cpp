@@ -97,6 +97,12 @@ MemoryBank::MemoryBank(const ModelConfig& config, std::vector<std::vector<float>
   fp_ = shape_fingerprint(config);
   fp_.page_dtype = static_cast<uint64_t>(dtype);
   fp_.template_len = 3;
+  bump_version_locked();
+}
+
+void MemoryBank::bump_version_locked() {
+  static std::atomic<uint64_t> counter{0};
+  version_.store(counter.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 Status MemoryBank::create(const ModelConfig& config, std::vector<std::vector<float>> template_k,
@@ -585,6 +591,7 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     if (d.id >= next_id_) next_id_ = d.id + 1;  // id < UINT64_MAX was checked: no wrap
     docs_.push_back(std::move(d));
   }
+  bump_version_locked();
   return Status::Ok();
 }
 

@@ -31,6 +31,7 @@
 // A bank is tied to the model configuration it was built for (fingerprint()).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -270,6 +271,17 @@ class MemoryBank {
   // Sizes of what is stored (element counts x element size, not allocated capacity).
   MemoryStats stats() const;
 
+  // Strictly increases on every change a reader can observe: add(), remove(), compact(), save() (re-attachment:
+  // pages served from the new files), set_fingerprint(); anything that changes routing(), content(), read_pages(),
+  // the documents or the tombstones. A call that fails, or changes nothing (an empty batch, compact() of a bank in
+  // RAM with nothing removed), leaves it as it is; so do id reservations (reserve_ids(), release): they store no
+  // document. A cache of the routing index kept elsewhere, e.g. on a GPU, re-syncs when it changes.
+  // Values come from one process-wide counter: a bank made later (create(), open()) starts above every version
+  // shown before, so no two banks of the process ever show the same value (not even one created at the address of
+  // a freed one). Read it under lock_shared() like the other accessors, so that it describes the state they
+  // return; the read itself is atomic.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+
   void lock_shared() const { mu_.lock_shared(); }
   void unlock_shared() const { mu_.unlock_shared(); }
 
@@ -306,6 +318,8 @@ class MemoryBank {
   Status raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* frame) const;
   void compact_in_ram_locked();
   void take_state(MemoryBank&& o);
+  // version_ = the next value of the process-wide counter (with mu_ held exclusively, or in the constructor).
+  void bump_version_locked();
 
   ModelConfig config_;
   int64_t width_ = 0;
@@ -332,6 +346,7 @@ class MemoryBank {
   std::unordered_map<uint64_t, Reserved> reserved_;
   uint64_t next_token_ = 1;
   int64_t n_reserved_ = 0;
+  std::atomic<uint64_t> version_{0};  // see version()
   mutable std::shared_mutex mu_;
 };
 

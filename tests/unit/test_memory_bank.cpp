@@ -2,8 +2,11 @@
 // ranges and the per-layer tiers, stats.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <set>
@@ -113,6 +116,23 @@ Snapshot snapshot(const MemoryBank& b) {
   s.next_id = b.next_id();
   return s;
 }
+
+// A fresh directory under the system temp dir, removed with its contents at the end of the scope.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("msa_memory_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + tag);
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string str() const { return path.string(); }
+};
 
 }  // namespace
 
@@ -480,4 +500,64 @@ TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and R
     check_doc(*bank, 1, 2);
     CHECK(bank->next_id() == 13);
   }
+}
+
+TEST_CASE("memory bank: version() strictly increases on every observable change and only then", "[memory][bank]") {
+  auto bank = make_bank();
+  auto other = make_bank();
+  CHECK(other->version() != bank->version());  // one process-wide counter: banks never share a value
+  uint64_t last = bank->version();
+  auto changed = [&](const char* what) {
+    INFO(what);
+    CHECK(bank->version() > last);
+    last = bank->version();
+  };
+  auto unchanged = [&](const char* what) {
+    INFO(what);
+    CHECK(bank->version() == last);
+  };
+  Batch b;
+  b.add(1, 5, 1.0f);
+  b.add(2, 3, 2.0f);
+  b.add(3, 9, 3.0f);
+  REQUIRE(bank->add(b.docs, b.pooled).ok());
+  changed("add");
+  REQUIRE(bank->add({}, {}).ok());
+  unchanged("empty add");
+  Batch dup;
+  dup.add(2, 4, 1.0f);
+  CHECK(bank->add(dup.docs, dup.pooled).code() == StatusCode::kInvalidArgument);
+  unchanged("failed add");
+  msa::IdReservation r;
+  REQUIRE(bank->reserve_ids(2, &r).ok());
+  unchanged("reserve_ids");
+  r.release();
+  unchanged("release");
+  REQUIRE(bank->compact().ok());
+  unchanged("compact with nothing removed");
+  CHECK(bank->remove({7}).code() == StatusCode::kInvalidArgument);
+  unchanged("failed remove");
+  REQUIRE(bank->remove({2}).ok());
+  changed("remove");
+  REQUIRE(bank->compact().ok());
+  changed("compact in RAM");
+  bank->set_fingerprint(bank->fingerprint());
+  changed("set_fingerprint");
+
+  // Attached: save (re-served from the new segment), add / remove (committed), compact (rewritten), open.
+  TempDir dir("version");
+  REQUIRE(bank->save(dir.str()).ok());
+  changed("save");
+  Batch more;
+  more.add(9, 4, 4.0f);
+  REQUIRE(bank->add(more.docs, more.pooled).ok());
+  changed("add on an attached bank");
+  REQUIRE(bank->remove({1}).ok());
+  changed("remove on an attached bank");
+  REQUIRE(bank->compact().ok());
+  changed("compact on an attached bank");
+  std::unique_ptr<MemoryBank> opened;
+  REQUIRE(MemoryBank::open(dir.str(), small_config(), nullptr, msa::BankOpenOptions(), &opened).ok());
+  CHECK(opened->version() > last);  // a bank opened later never shows an earlier bank's value
+  CHECK(opened->version() != other->version());
 }
