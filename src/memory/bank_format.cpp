@@ -869,11 +869,18 @@ Status SegmentFile::read_routing(int layer, uint8_t* rows, float* scales) const 
   return st;
 }
 
+FrameScratch::~FrameScratch() { ZSTD_freeDCtx(dctx_); }
+
+void SegmentFile::frame_part_bytes(size_t doc, size_t* rows, size_t* scales) const {
+  const size_t n = static_cast<size_t>(docs_[doc].n_chunks);
+  *rows = n * page_row_bytes(dtype_, n_kv_heads_ * head_dim_);
+  *scales = n * static_cast<size_t>(page_row_scales(dtype_, n_kv_heads_)) * sizeof(float);
+}
+
 size_t SegmentFile::frame_raw_size(size_t doc) const {
-  const int64_t width = n_kv_heads_ * head_dim_;
-  const size_t row = page_row_bytes(dtype_, width) +
-                     static_cast<size_t>(page_row_scales(dtype_, n_kv_heads_)) * sizeof(float);
-  return 2 * static_cast<size_t>(docs_[doc].n_chunks) * row;
+  size_t rows = 0, scales = 0;
+  frame_part_bytes(doc, &rows, &scales);
+  return 2 * (rows + scales);
 }
 
 Status SegmentFile::check_frame(int layer, size_t doc) const {
@@ -885,41 +892,78 @@ Status SegmentFile::check_frame(int layer, size_t doc) const {
   return Status::Ok();
 }
 
-Status SegmentFile::read_frame(int layer, size_t doc, std::vector<uint8_t>* raw) const {
+Status SegmentFile::read_frame(int layer, size_t doc, std::vector<uint8_t>* raw, FrameScratch* scratch) const {
+  size_t rows = 0, scales = 0;
+  frame_part_bytes(doc, &rows, &scales);
+  raw->resize(2 * (rows + scales));
+  uint8_t* p = raw->data();
+  FrameParts parts;
+  parts.k_rows = p;
+  parts.k_scales = p + rows;
+  parts.v_rows = p + rows + scales;
+  parts.v_scales = p + 2 * rows + scales;
+  return read_frame_parts(layer, doc, parts, scratch);
+}
+
+Status SegmentFile::read_frame_parts(int layer, size_t doc, const FrameParts& dst, FrameScratch* scratch) const {
   MSA_RETURN_IF_ERROR(check_frame(layer, doc));
   const FrameRef& f = frame(layer, doc);
-  const size_t want = frame_raw_size(doc);
+  size_t rows = 0, scales = 0;
+  frame_part_bytes(doc, &rows, &scales);
+  const size_t want = 2 * (rows + scales);
+  uint8_t* const to[4] = {dst.k_rows, dst.k_scales, dst.v_rows, dst.v_scales};
+  const size_t len[4] = {rows, scales, rows, scales};
+  auto scatter = [&](const uint8_t* from) {
+    for (int i = 0; i < 4; ++i) {
+      if (len[i] > 0) std::memcpy(to[i], from, len[i]);
+      from += len[i];
+    }
+  };
   if (f.codec == kCodecRaw) {
     if (f.length != want) {
       return Error(StatusCode::kCorrupt, path_, ": content pages of router slot ", layer, ", document ",
                    docs_[doc].id, ": stored frame of ", f.length, " bytes, expected ", want);
     }
-    raw->assign(data_ + f.offset, data_ + f.offset + f.length);
+    scatter(data_ + f.offset);
     return Status::Ok();
   }
-  std::vector<uint8_t> tmp(want);
-  const size_t n = ZSTD_decompress(tmp.data(), want, data_ + f.offset, f.length);
+  FrameScratch local;
+  if (scratch == nullptr) scratch = &local;
+  if (scratch->dctx_ == nullptr) {
+    scratch->dctx_ = ZSTD_createDCtx();
+    if (scratch->dctx_ == nullptr) return Error(StatusCode::kOutOfMemory, path_, ": no zstd decompression context");
+  }
+  std::vector<uint8_t>& buf = scratch->buf_;
+  if (buf.size() < want) buf.resize(want);
+  const size_t n = ZSTD_decompressDCtx(scratch->dctx_, buf.data(), want, data_ + f.offset, f.length);
   if (ZSTD_isError(n) || n != want) {
     return Error(StatusCode::kCorrupt, path_, ": content pages of router slot ", layer, ", document ", docs_[doc].id,
                  ": frame does not decompress to ", want, " bytes");
   }
-  if (f.codec & kCodecShuffled) {
-    raw->resize(want);
-    byte_unshuffle(tmp.data(), want, page_elem_bytes(dtype_), raw->data());
-  } else {
-    *raw = std::move(tmp);
+  if ((f.codec & kCodecShuffled) == 0) {
+    scatter(buf.data());
+    return Status::Ok();
+  }
+  // Every part is a whole number of page elements (rows: width elements each; scales: int8 only, elem 1), so each
+  // part is a run of elements of the unshuffled frame.
+  const size_t elem = page_elem_bytes(dtype_);
+  size_t first = 0;
+  for (int i = 0; i < 4; ++i) {
+    byte_unshuffle_range(buf.data(), want, elem, first / elem, len[i] / elem, to[i]);
+    first += len[i];
   }
   return Status::Ok();
 }
 
 Status SegmentFile::verify_content() const {
   std::vector<uint8_t> raw;
+  FrameScratch scratch;
   for (int l = 0; l < n_layers_; ++l) {
     const Span& s = cdata_[static_cast<size_t>(l)];
     if (XXH64(data_ + s.offset, s.length, 0) != s.xxh64) {
       return Error(StatusCode::kCorrupt, path_, ": content pages (router slot ", l, "): checksum mismatch");
     }
-    for (size_t d = 0; d < docs_.size(); ++d) MSA_RETURN_IF_ERROR(read_frame(l, d, &raw));
+    for (size_t d = 0; d < docs_.size(); ++d) MSA_RETURN_IF_ERROR(read_frame(l, d, &raw, &scratch));
   }
   return Status::Ok();
 }

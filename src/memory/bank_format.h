@@ -27,6 +27,8 @@
 #include "core/status.h"
 #include "memory/page_codec.h"
 
+struct ZSTD_DCtx_s;
+
 namespace msa::bankfmt {
 
 constexpr uint32_t kFormatVersion = 1;
@@ -165,6 +167,33 @@ struct FrameRef {
   uint32_t codec = 0;   // 0: stored raw; 1: zstd; 3: zstd of the byte-shuffled frame
 };
 
+// Where SegmentFile::read_frame_parts puts the four parts of a content frame (K rows, K scales, V rows, V
+// scales; SegmentFile::frame_part_bytes bytes each, in that order in the frame). A part of 0 bytes (the scales of
+// f32 / bf16 pages) may be null.
+struct FrameParts {
+  uint8_t* k_rows = nullptr;
+  uint8_t* k_scales = nullptr;
+  uint8_t* v_rows = nullptr;
+  uint8_t* v_scales = nullptr;
+};
+
+// What frame reads reuse from one frame to the next: a zstd decompression context and a buffer. One per thread
+// (not thread-safe); move-only.
+class FrameScratch {
+ public:
+  FrameScratch() = default;
+  ~FrameScratch();
+  FrameScratch(FrameScratch&& o) noexcept : dctx_(o.dctx_), buf_(std::move(o.buf_)) { o.dctx_ = nullptr; }
+  FrameScratch(const FrameScratch&) = delete;
+  FrameScratch& operator=(const FrameScratch&) = delete;
+  FrameScratch& operator=(FrameScratch&&) = delete;
+
+ private:
+  friend class SegmentFile;
+  ZSTD_DCtx_s* dctx_ = nullptr;  // created on first use
+  std::vector<uint8_t> buf_;
+};
+
 // An open, validated segment file. Immutable; thread-safe.
 class SegmentFile {
  public:
@@ -204,9 +233,17 @@ class SegmentFile {
   uint64_t content_bytes() const { return content_bytes_; }
   // Raw size of a document's frame: 2 * n_chunks * (row bytes + scale bytes).
   size_t frame_raw_size(size_t doc) const;
+  // Sizes of a document's frame parts: rows = n_chunks * row bytes, scales = n_chunks * n_kv_heads floats (int8;
+  // 0 otherwise). frame_raw_size = 2 * (rows + scales).
+  void frame_part_bytes(size_t doc, size_t* rows, size_t* scales) const;
   // Verifies the frame's checksum and decompresses it into *raw (frame_raw_size bytes). kCorrupt names the
   // file, the router slot and the document id.
-  Status read_frame(int layer, size_t doc, std::vector<uint8_t>* raw) const;
+  // scratch (may be null): reused state (FrameScratch).
+  Status read_frame(int layer, size_t doc, std::vector<uint8_t>* raw, FrameScratch* scratch = nullptr) const;
+  // The same, each part straight into its destination: a frame stored raw is copied from the mapping, a zstd
+  // frame decompressed into scratch and copied out (a byte-shuffled one unshuffled from scratch into the parts).
+  // scratch may be null (a temporary one). Errors as read_frame; kOutOfMemory (no zstd context).
+  Status read_frame_parts(int layer, size_t doc, const FrameParts& dst, FrameScratch* scratch) const;
   // Verifies the checksum of a frame only.
   Status check_frame(int layer, size_t doc) const;
   // Full pass: every content data section's checksum and every frame (checksum + decompression).

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <new>
 #include <unordered_set>
 
 #include "memory/memory_bank.h"
@@ -168,54 +169,89 @@ void MemoryBank::set_fingerprint(const bankfmt::Fingerprint& fp) {
 
 std::string MemoryBank::path() const { return path_; }
 
+namespace {
+
+// Staged planes start at multiples of this (StagedPagesLayout).
+constexpr size_t kStageAlign = 64;
+
+size_t stage_align(size_t x) { return (x + kStageAlign - 1) / kStageAlign * kStageAlign; }
+
+// kInternal unless the segment's record of a document has the bank's chunk count (the frame sizes follow from it).
+Status check_segment_doc(const bankfmt::SegmentFile& seg, uint32_t seg_doc, const DocumentRecord& rec) {
+  if (seg.docs()[seg_doc].n_chunks != static_cast<uint64_t>(rec.n_chunks)) {
+    return Error(StatusCode::kInternal, seg.path(), ": document ", rec.id, " has ", seg.docs()[seg_doc].n_chunks,
+                 " chunks in its segment, ", rec.n_chunks, " in the bank");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status MemoryBank::read_pages(int slot, int64_t index, float* k, float* v) const {
   const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
   const DocSource& ds = src_[static_cast<size_t>(index)];
-  const int64_t heads = config_.num_key_value_heads, hd = config_.head_dim;
-  const int64_t n = rec.n_chunks;
+  RamParts p;
+  std::vector<uint8_t> kr, vr;  // a segment frame's rows
+  std::vector<float> ks, vs;    // and scales, float-aligned (in the frame they need not be)
   if (ds.segment < 0) {
-    const ContentPages& cp = content_[static_cast<size_t>(slot)];
-    const size_t off = static_cast<size_t>(ds.ram_chunk * width_), len = static_cast<size_t>(n * width_);
-    if (dtype_ == PageDType::kF32) {
-      if (off + len > cp.k.size() || off + len > cp.v.size()) {
-        return Error(StatusCode::kInternal, "memory bank: document ", rec.id, " has chunks past the content pages");
-      }
-      std::copy_n(cp.k.data() + off, len, k);
-      std::copy_n(cp.v.data() + off, len, v);
-      return Status::Ok();
-    }
-    const size_t rb = page_row_bytes(dtype_, width_);
-    const size_t so = static_cast<size_t>(ds.ram_chunk * page_row_scales(dtype_, heads));
-    if (static_cast<size_t>(ds.ram_chunk + n) * rb > cp.qk.size()) {
-      return Error(StatusCode::kInternal, "memory bank: document ", rec.id, " has chunks past the content pages");
-    }
-    const bool i8 = dtype_ == PageDType::kInt8;
-    decode_rows(dtype_, cp.qk.data() + static_cast<size_t>(ds.ram_chunk) * rb, i8 ? cp.k_scales.data() + so : nullptr,
-                n, heads, hd, k);
-    decode_rows(dtype_, cp.qv.data() + static_cast<size_t>(ds.ram_chunk) * rb, i8 ? cp.v_scales.data() + so : nullptr,
-                n, heads, hd, v);
-    return Status::Ok();
+    MSA_RETURN_IF_ERROR(ram_parts_locked(slot, index, &p));
+  } else {
+    const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
+    MSA_RETURN_IF_ERROR(check_segment_doc(seg, ds.seg_doc, rec));
+    size_t rows = 0, scales = 0;
+    seg.frame_part_bytes(ds.seg_doc, &rows, &scales);
+    kr.resize(rows);
+    vr.resize(rows);
+    ks.resize(scales / sizeof(float));
+    vs.resize(ks.size());
+    bankfmt::FrameParts to;
+    to.k_rows = kr.data();
+    to.k_scales = reinterpret_cast<uint8_t*>(ks.data());
+    to.v_rows = vr.data();
+    to.v_scales = reinterpret_cast<uint8_t*>(vs.data());
+    MSA_RETURN_IF_ERROR(seg.read_frame_parts(slot, ds.seg_doc, to, nullptr));
+    p.data[0] = to.k_rows;
+    p.data[1] = to.k_scales;
+    p.data[2] = to.v_rows;
+    p.data[3] = to.v_scales;
   }
-  const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
-  std::vector<uint8_t> raw;
-  MSA_RETURN_IF_ERROR(seg.read_frame(slot, ds.seg_doc, &raw));
-  const size_t rb = page_row_bytes(dtype_, width_) * static_cast<size_t>(n);
-  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, heads) * n) * sizeof(float);
-  if (raw.size() != 2 * (rb + sb)) return Error(StatusCode::kInternal, seg.path(), ": frame size mismatch");
-  std::vector<float> sk(sb / sizeof(float)), sv(sb / sizeof(float));
-  if (sb > 0) {
-    std::memcpy(sk.data(), raw.data() + rb, sb);
-    std::memcpy(sv.data(), raw.data() + 2 * rb + sb, sb);
+  const int64_t heads = config_.num_key_value_heads, hd = config_.head_dim;
+  decode_rows(dtype_, p.data[0], reinterpret_cast<const float*>(p.data[1]), rec.n_chunks, heads, hd, k);
+  decode_rows(dtype_, p.data[2], reinterpret_cast<const float*>(p.data[3]), rec.n_chunks, heads, hd, v);
+  return Status::Ok();
+}
+
+Status MemoryBank::ram_parts_locked(int slot, int64_t index, RamParts* out) const {
+  const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
+  const ContentPages& cp = content_[static_cast<size_t>(slot)];
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const size_t ns = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads));
+  const size_t r0 = static_cast<size_t>(src_[static_cast<size_t>(index)].ram_chunk);
+  const size_t n = static_cast<size_t>(rec.n_chunks);
+  const bool f32 = dtype_ == PageDType::kF32;
+  const size_t held = f32 ? std::min(cp.k.size(), cp.v.size()) / static_cast<size_t>(width_)
+                          : std::min(cp.qk.size(), cp.qv.size()) / rb;
+  if (r0 + n > held || (ns > 0 && (r0 + n) * ns > std::min(cp.k_scales.size(), cp.v_scales.size()))) {
+    return Error(StatusCode::kInternal, "memory bank: document ", rec.id, " has chunks past the content pages");
   }
-  decode_rows(dtype_, raw.data(), sk.data(), n, heads, hd, k);
-  decode_rows(dtype_, raw.data() + rb + sb, sv.data(), n, heads, hd, v);
+  RamParts p;
+  p.data[0] = f32 ? reinterpret_cast<const uint8_t*>(cp.k.data() + r0 * static_cast<size_t>(width_))
+                  : cp.qk.data() + r0 * rb;
+  p.data[2] = f32 ? reinterpret_cast<const uint8_t*>(cp.v.data() + r0 * static_cast<size_t>(width_))
+                  : cp.qv.data() + r0 * rb;
+  p.bytes[0] = p.bytes[2] = n * rb;
+  if (ns > 0) {
+    p.data[1] = reinterpret_cast<const uint8_t*>(cp.k_scales.data() + r0 * ns);
+    p.data[3] = reinterpret_cast<const uint8_t*>(cp.v_scales.data() + r0 * ns);
+    p.bytes[1] = p.bytes[3] = n * ns * sizeof(float);
+  }
+  *out = p;
   return Status::Ok();
 }
 
 // The stored frame of one (slot, document): RAM pages re-serialised (K rows, K scales, V rows, V scales), or the
 // mapped segment's compressed frame (verified) to copy as is.
 Status MemoryBank::raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* f) const {
-  const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
   const DocSource& ds = src_[static_cast<size_t>(index)];
   if (ds.segment >= 0) {
     const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
@@ -226,24 +262,98 @@ Status MemoryBank::raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* f
     f->codec = fr.codec;
     return Status::Ok();
   }
-  const ContentPages& cp = content_[static_cast<size_t>(slot)];
-  const size_t rb = page_row_bytes(dtype_, width_);
-  const int64_t ns = page_row_scales(dtype_, config_.num_key_value_heads);
-  const size_t r0 = static_cast<size_t>(ds.ram_chunk), n = static_cast<size_t>(rec.n_chunks);
+  RamParts p;
+  MSA_RETURN_IF_ERROR(ram_parts_locked(slot, index, &p));
   f->raw.clear();
-  auto put = [&](const void* p, size_t bytes) {
-    const uint8_t* b = static_cast<const uint8_t*>(p);
-    f->raw.insert(f->raw.end(), b, b + bytes);
-  };
-  if (dtype_ == PageDType::kF32) {
-    put(cp.k.data() + r0 * static_cast<size_t>(width_), n * rb);
-    put(cp.v.data() + r0 * static_cast<size_t>(width_), n * rb);
-  } else {
-    const size_t s0 = r0 * static_cast<size_t>(ns), sn = n * static_cast<size_t>(ns) * sizeof(float);
-    put(cp.qk.data() + r0 * rb, n * rb);
-    put(cp.k_scales.data() + s0, sn);
-    put(cp.qv.data() + r0 * rb, n * rb);
-    put(cp.v_scales.data() + s0, sn);
+  for (int i = 0; i < 4; ++i) f->raw.insert(f->raw.end(), p.data[i], p.data[i] + p.bytes[i]);
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------------------ staging
+
+Status MemoryBank::staged_layout(const int64_t* indices, size_t n, StagedPagesLayout* out) const {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "memory stage: layout is null");
+  if (indices == nullptr && n > 0) {
+    return Error(StatusCode::kInvalidArgument, "memory stage: indices is null for ", n, " documents");
+  }
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads)) * sizeof(float);
+  // Two planes of rows and two of scales, plus padding, must fit in size_t (repeated indices could ask for more).
+  const size_t max_rows = (std::numeric_limits<size_t>::max() / 4 - 4 * kStageAlign) / (rb + sb);
+  size_t nr = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t x = indices[i];
+    if (x < 0 || x >= n_documents()) {
+      return Error(StatusCode::kInvalidArgument, "memory stage: document index ", x, " (entry ", i, ") outside [0, ",
+                   n_documents(), ")");
+    }
+    nr += static_cast<size_t>(docs_[static_cast<size_t>(x)].n_chunks);  // each <= the bank's chunks: no wrap
+    if (nr > max_rows) {
+      return Error(StatusCode::kInvalidArgument, "memory stage: more than ", max_rows, " rows of ", rb + sb,
+                   " bytes (", i + 1, " documents) exceed the address space");
+    }
+  }
+  StagedPagesLayout l;
+  l.dtype = dtype_;
+  l.n_rows = static_cast<int64_t>(nr);
+  l.k_rows = 0;
+  l.k_scales = stage_align(l.k_rows + nr * rb);
+  l.v_rows = stage_align(l.k_scales + nr * sb);
+  l.v_scales = stage_align(l.v_rows + nr * rb);
+  l.bytes = stage_align(l.v_scales + nr * sb);
+  *out = l;
+  return Status::Ok();
+}
+
+Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8_t* dst, size_t cap,
+                               StagedPagesLayout* layout) const {
+  if (slot < 0 || slot >= n_router_layers()) {
+    return Error(StatusCode::kInvalidArgument, "memory stage: router slot ", slot, " outside [0, ", n_router_layers(),
+                 ")");
+  }
+  StagedPagesLayout l;
+  MSA_RETURN_IF_ERROR(staged_layout(indices, n, &l));
+  if (layout != nullptr) *layout = l;
+  if (dst == nullptr) return Error(StatusCode::kInvalidArgument, "memory stage: dst is null");
+  if (cap < l.bytes) {
+    return Error(StatusCode::kInvalidArgument, "memory stage: ", cap, " bytes of staging for ", l.bytes, " (", n,
+                 " documents, ", l.n_rows, " rows)");
+  }
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads)) * sizeof(float);
+  const size_t nr = static_cast<size_t>(l.n_rows);
+  // Zero padding: the same documents always stage to the same bytes.
+  const size_t plane_end[4] = {l.k_rows + nr * rb, l.k_scales + nr * sb, l.v_rows + nr * rb, l.v_scales + nr * sb};
+  const size_t next_plane[4] = {l.k_scales, l.v_rows, l.v_scales, l.bytes};
+  for (int i = 0; i < 4; ++i) std::memset(dst + plane_end[i], 0, next_plane[i] - plane_end[i]);
+  bankfmt::FrameScratch scratch;
+  size_t row = 0;
+  try {
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t index = indices[i];
+      const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
+      const DocSource& ds = src_[static_cast<size_t>(index)];
+      bankfmt::FrameParts to;
+      to.k_rows = dst + l.k_rows + row * rb;
+      to.k_scales = dst + l.k_scales + row * sb;
+      to.v_rows = dst + l.v_rows + row * rb;
+      to.v_scales = dst + l.v_scales + row * sb;
+      if (ds.segment >= 0) {
+        const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
+        MSA_RETURN_IF_ERROR(check_segment_doc(seg, ds.seg_doc, rec));
+        MSA_RETURN_IF_ERROR(seg.read_frame_parts(slot, ds.seg_doc, to, &scratch));
+      } else {
+        RamParts p;
+        MSA_RETURN_IF_ERROR(ram_parts_locked(slot, index, &p));
+        uint8_t* const into[4] = {to.k_rows, to.k_scales, to.v_rows, to.v_scales};
+        for (int j = 0; j < 4; ++j) {
+          if (p.bytes[j] > 0) std::memcpy(into[j], p.data[j], p.bytes[j]);
+        }
+      }
+      row += static_cast<size_t>(rec.n_chunks);
+    }
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "memory stage: out of memory decompressing a content frame");
   }
   return Status::Ok();
 }

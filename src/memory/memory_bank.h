@@ -114,6 +114,20 @@ struct ContentPages {
   int64_t bytes() const;
 };
 
+// Layout of the raw pages of documents d_0..d_{n-1} (in the order given) staged by MemoryBank::stage_pages, for
+// page dtype t, width W = n_kv_heads * head_dim, S = page_row_scales(t, n_kv_heads), N = n_rows (the sum of the
+// documents' n_chunks):
+//   [K rows: N * page_row_bytes(t, W) bytes][K scales: N * S floats][V rows: same][V scales: same]
+// each plane's rows in document order, every document's chunks in order; every plane starts at a multiple of 64
+// bytes (the padding is zero). f32 / bf16 have no scales (S = 0: empty planes). decode_rows(t, rows, scales, ...)
+// of a plane gives what read_pages() gives, bit for bit.
+struct StagedPagesLayout {
+  PageDType dtype = PageDType::kF32;
+  int64_t n_rows = 0;
+  size_t k_rows = 0, k_scales = 0, v_rows = 0, v_scales = 0;  // byte offsets of the planes
+  size_t bytes = 0;  // total: the end of the V scales rounded up to a multiple of 64
+};
+
 struct BankOpenOptions {
   bool verify_content = false;  // true: every content frame's checksum at open; false: on each read
 };
@@ -219,6 +233,22 @@ class MemoryBank {
   // Errors: kCorrupt (a frame of a mapped segment fails its checksum), kInternal.
   Status read_pages(int router_slot, int64_t index, float* k, float* v) const;
 
+  // Batched raw-page staging, what a router layer gathers instead of one read_pages() per document. Both read
+  // unguarded state like the other accessors: call them under lock_shared().
+  // The layout (StagedPagesLayout) of these documents (DocStore indices, tombstoned ones included; repeats allowed).
+  // Errors: kInvalidArgument (null out, null indices with n > 0, an index outside [0, n_documents()), a size past
+  // the address space).
+  Status staged_layout(const int64_t* indices, size_t n, StagedPagesLayout* out) const;
+  // Writes the raw (not decoded: f32 / bf16 / int8 + scales, as stored) K̄ / V̄ pages of router slot `slot` of the
+  // documents into dst (cap >= layout.bytes) in that layout: RAM pages are copied, frames of mapped segments
+  // checksum-verified and decompressed straight into place. One call per router layer. layout (may be null)
+  // receives the layout as soon as the indices are checked (also when cap is too small).
+  // Errors: kInvalidArgument (bad slot or index, cap too small, null dst), kCorrupt (a frame fails its checksum
+  // or does not decompress: the message names the file, the router slot and the document id), kOutOfMemory,
+  // kInternal.
+  Status stage_pages(int slot, const int64_t* indices, size_t n, uint8_t* dst, size_t cap,
+                     StagedPagesLayout* layout) const;
+
   const ModelConfig& config() const { return config_; }
   int64_t width() const { return width_; }
   int n_router_layers() const { return static_cast<int>(routing_.size()); }
@@ -316,6 +346,13 @@ class MemoryBank {
   bankfmt::Manifest manifest_for(std::vector<bankfmt::SegmentRef> segments, std::vector<uint64_t> tombstones,
                                  uint64_t generation) const;
   Status raw_frame_locked(int slot, int64_t index, bankfmt::FrameIn* frame) const;
+  // The RAM pages (src_[index].segment < 0) of a document in router slot `slot`, as stored, as the four frame
+  // parts: K rows, K scales, V rows, V scales (scales empty unless int8). kInternal when they lie past the pages.
+  struct RamParts {
+    const uint8_t* data[4] = {};
+    size_t bytes[4] = {};
+  };
+  Status ram_parts_locked(int slot, int64_t index, RamParts* out) const;
   void compact_in_ram_locked();
   void take_state(MemoryBank&& o);
   // version_ = the next value of the process-wide counter (with mu_ held exclusively, or in the constructor).

@@ -127,11 +127,21 @@ void byte_unshuffle(const uint8_t* src, size_t n_bytes, size_t elem, uint8_t* ds
     return;
   }
   const size_t n = n_bytes / elem;
-  for (size_t b = 0; b < elem; ++b) {
-    const uint8_t* plane = src + b * n;
-    for (size_t i = 0; i < n; ++i) dst[i * elem + b] = plane[i];
-  }
+  byte_unshuffle_range(src, n_bytes, elem, 0, n, dst);
   std::memcpy(dst + n * elem, src + n * elem, n_bytes - n * elem);
+}
+
+void byte_unshuffle_range(const uint8_t* src, size_t n_bytes, size_t elem, size_t first, size_t count, uint8_t* dst) {
+  if (count == 0) return;
+  if (elem <= 1) {
+    std::memcpy(dst, src + first, count);
+    return;
+  }
+  const size_t n = n_bytes / elem;
+  for (size_t b = 0; b < elem; ++b) {
+    const uint8_t* plane = src + b * n + first;
+    for (size_t i = 0; i < count; ++i) dst[i * elem + b] = plane[i];
+  }
 }
 
 }  // namespace msa

@@ -50,5 +50,8 @@ void decode_rows(PageDType t, const uint8_t* src, const float* scales, int64_t n
 
 void byte_shuffle(const uint8_t* src, size_t n_bytes, size_t elem, uint8_t* dst);
 void byte_unshuffle(const uint8_t* src, size_t n_bytes, size_t elem, uint8_t* dst);
+// Elements [first, first + count) of byte_unshuffle(src, n_bytes, elem) (count * elem bytes) into dst, the rest
+// untouched: a shuffled frame unshuffled straight into several destinations. first + count <= n_bytes / elem.
+void byte_unshuffle_range(const uint8_t* src, size_t n_bytes, size_t elem, size_t first, size_t count, uint8_t* dst);
 
 }  // namespace msa
