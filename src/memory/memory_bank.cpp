@@ -79,6 +79,29 @@ Status check_pooled_tensors(const std::vector<std::vector<float>>& t, const char
   return Status::Ok();
 }
 
+// Document i's shape: at least one token, the record's token count, ceil(n_tokens / pool) chunks, and K, V and
+// routing keys of that many chunks for every router layer, finite.
+Status check_pooled_document(size_t i, const DocumentRecord& d, const PooledDocument& p, int64_t pool, int n_layers,
+                             int64_t width) {
+  if (p.n_tokens < 1) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, ") has ", p.n_tokens,
+                 " tokens; a formatted document has at least one");
+  }
+  if (d.n_tokens != p.n_tokens) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, "): record says ",
+                 d.n_tokens, " tokens, pooled output says ", p.n_tokens);
+  }
+  const int64_t want_chunks = (p.n_tokens + pool - 1) / pool;
+  if (p.n_chunks != want_chunks) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, "): ", p.n_chunks,
+                 " chunks for ", p.n_tokens, " tokens, expected ceil(", p.n_tokens, " / ", pool, ") = ", want_chunks);
+  }
+  MSA_RETURN_IF_ERROR(check_pooled_tensors(p.k, "K", i, n_layers, p.n_chunks, width));
+  MSA_RETURN_IF_ERROR(check_pooled_tensors(p.v, "V", i, n_layers, p.n_chunks, width));
+  MSA_RETURN_IF_ERROR(check_pooled_tensors(p.rk, "routing keys", i, n_layers, p.n_chunks, width));
+  return Status::Ok();
+}
+
 }  // namespace
 
 MemoryBank::MemoryBank(const ModelConfig& config, std::vector<std::vector<float>> template_k,
@@ -271,27 +294,8 @@ Status MemoryBank::reserve_ids(const std::vector<uint64_t>& ids, IdReservation* 
   try {
     r.ids.reserve(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
-      const uint64_t id = ids[i];
-      if (id == std::numeric_limits<uint64_t>::max()) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i,
-                     ": id 18446744073709551615 (UINT64_MAX) is reserved");
-      }
-      if (by_id_.count(id) != 0) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id, " is already in the bank");
-      }
-      if (removed_ids_.count(id) != 0) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
-                     " was removed; compact the bank before reusing it");
-      }
-      if (reserved_by(id) != 0) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
-                     " is taken by another add in progress");
-      }
-      if (!r.ids.insert(id).second) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
-                     " appears twice in the batch");
-      }
-      r.top = std::max(r.top, id + 1);
+      MSA_RETURN_IF_ERROR(check_new_id_locked(i, ids[i], nullptr, &r.ids));
+      r.top = std::max(r.top, ids[i] + 1);
     }
   } catch (const std::bad_alloc&) {
     return Error(StatusCode::kOutOfMemory, "memory add: out of memory reserving ", ids.size(), " ids");
@@ -318,99 +322,122 @@ Status MemoryBank::add(std::vector<DocumentRecord> docs, std::vector<PooledDocum
 
 Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled,
                               IdReservation* res) {
-  // ---------------------------------------------------------------- validate (nothing changes on error)
+  const Reserved* mine = nullptr;
+  int64_t new_chunks = 0;
+  MSA_RETURN_IF_ERROR(check_add_batch_locked(docs, pooled, res, &mine, &new_chunks));
+  if (docs.empty()) return Status::Ok();
+  std::vector<EncodedPages> enc;
+  MSA_RETURN_IF_ERROR(encode_batch(pooled, new_chunks, &enc));
+  MSA_RETURN_IF_ERROR(reserve_capacity_locked(docs.size(), new_chunks));
+  MSA_RETURN_IF_ERROR(index_ids_locked(docs));
+  // Attached: commit to disk first. The new documents keep their pages in RAM; the segment is read after a reopen.
+  if (!path_.empty()) {
+    const Status st = commit_segment_locked(docs, pooled, enc);
+    if (!st.ok()) {
+      for (const DocumentRecord& d : docs) by_id_.erase(d.id);  // nothing was committed: undo the id map
+      return st;
+    }
+  }
+  if (mine != nullptr) consume_reservation_locked(res);
+  append_locked(docs, pooled, enc);
+  bump_version_locked();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- validate (nothing changes on error)
+
+Status MemoryBank::check_add_batch_locked(const std::vector<DocumentRecord>& docs,
+                                          const std::vector<PooledDocument>& pooled, const IdReservation* res,
+                                          const Reserved** mine, int64_t* new_chunks) const {
   if (docs.size() != pooled.size()) {
     return Error(StatusCode::kInvalidArgument, "memory add: ", docs.size(), " document records but ",
                  pooled.size(), " pooled documents");
   }
-  const Reserved* mine = nullptr;
-  if (res != nullptr) {
-    auto it = res->bank_ == this ? reserved_.find(res->token_) : reserved_.end();
-    if (it == reserved_.end()) {
-      return Error(StatusCode::kInvalidArgument, "memory add: the id reservation is not active for this bank");
-    }
-    mine = &it->second;
-    if (mine->size() != docs.size()) {
-      return Error(StatusCode::kInvalidArgument, "memory add: ", docs.size(), " documents for ", mine->size(),
-                   " reserved ids");
-    }
-  }
-  MSA_RETURN_IF_ERROR(check_bank_limit(n_documents() + n_reserved_ - (mine ? static_cast<int64_t>(mine->size()) : 0),
-                                       docs.size(), "memory add"));
+  MSA_RETURN_IF_ERROR(find_reservation_locked(res, docs.size(), mine));
+  const int64_t held_by_mine = *mine ? static_cast<int64_t>((*mine)->size()) : 0;
+  MSA_RETURN_IF_ERROR(check_bank_limit(n_documents() + n_reserved_ - held_by_mine, docs.size(), "memory add"));
   const int64_t pool = config_.msa.pooling_kernel_size;
   if (pool < 1) {
     return Error(StatusCode::kInvalidArgument, "memory add: the bank's pooling_kernel_size is ", pool);
   }
-  const int n_layers = n_router_layers();
   // chunk_doc stores the DocStore index as int32_t.
   if (docs.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()) - docs_.size()) {
     return Error(StatusCode::kInvalidArgument, "memory add: more than 2^31 - 1 documents in one bank");
   }
   std::unordered_set<uint64_t> batch_ids;
   batch_ids.reserve(docs.size());
-  int64_t new_chunks = 0;
+  *new_chunks = 0;
   for (size_t i = 0; i < docs.size(); ++i) {
-    const DocumentRecord& d = docs[i];
-    const PooledDocument& p = pooled[i];
-    if (d.id == std::numeric_limits<uint64_t>::max()) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i,
-                   ": id 18446744073709551615 (UINT64_MAX) is reserved");
-    }
-    if (by_id_.count(d.id) != 0) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
-                   " is already in the bank");
-    }
-    if (removed_ids_.count(d.id) != 0) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
-                   " was removed; compact the bank before reusing it");
-    }
-    if (!batch_ids.insert(d.id).second) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
-                   " appears twice in the batch");
-    }
-    if (mine != nullptr) {
-      if (!mine->holds(d.id)) {
-        return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
-                     " is not one of the reserved ids");
-      }
-    } else if (reserved_by(d.id) != 0) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", d.id,
-                   " is taken by another add in progress");
-    }
-    if (p.n_tokens < 1) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, ") has ",
-                   p.n_tokens, " tokens; a formatted document has at least one");
-    }
-    if (d.n_tokens != p.n_tokens) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id,
-                   "): record says ", d.n_tokens, " tokens, pooled output says ", p.n_tokens);
-    }
-    const int64_t want_chunks = (p.n_tokens + pool - 1) / pool;
-    if (p.n_chunks != want_chunks) {
-      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, " (id ", d.id, "): ", p.n_chunks,
-                   " chunks for ", p.n_tokens, " tokens, expected ceil(", p.n_tokens, " / ", pool,
-                   ") = ", want_chunks);
-    }
-    MSA_RETURN_IF_ERROR(check_pooled_tensors(p.k, "K", i, n_layers, p.n_chunks, width_));
-    MSA_RETURN_IF_ERROR(check_pooled_tensors(p.v, "V", i, n_layers, p.n_chunks, width_));
-    MSA_RETURN_IF_ERROR(check_pooled_tensors(p.rk, "routing keys", i, n_layers, p.n_chunks, width_));
-    new_chunks += p.n_chunks;
+    MSA_RETURN_IF_ERROR(check_new_id_locked(i, docs[i].id, *mine, &batch_ids));
+    MSA_RETURN_IF_ERROR(check_pooled_document(i, docs[i], pooled[i], pool, n_router_layers(), width_));
+    *new_chunks += pooled[i].n_chunks;
   }
-  if (docs.empty()) return Status::Ok();
+  return Status::Ok();
+}
 
-  // ---------------------------------------------------------------- encode the pages into the bank's dtype
+Status MemoryBank::find_reservation_locked(const IdReservation* res, size_t n_docs, const Reserved** mine) const {
+  *mine = nullptr;
+  if (res == nullptr) return Status::Ok();
+  auto it = res->bank_ == this ? reserved_.find(res->token_) : reserved_.end();
+  if (it == reserved_.end()) {
+    return Error(StatusCode::kInvalidArgument, "memory add: the id reservation is not active for this bank");
+  }
+  if (it->second.size() != n_docs) {
+    return Error(StatusCode::kInvalidArgument, "memory add: ", n_docs, " documents for ", it->second.size(),
+                 " reserved ids");
+  }
+  *mine = &it->second;
+  return Status::Ok();
+}
+
+Status MemoryBank::check_new_id_locked(size_t i, uint64_t id, const Reserved* mine,
+                                       std::unordered_set<uint64_t>* batch_ids) const {
+  if (id == std::numeric_limits<uint64_t>::max()) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i,
+                 ": id 18446744073709551615 (UINT64_MAX) is reserved");
+  }
+  if (by_id_.count(id) != 0) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id, " is already in the bank");
+  }
+  if (removed_ids_.count(id) != 0) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                 " was removed; compact the bank before reusing it");
+  }
+  if (!batch_ids->insert(id).second) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id, " appears twice in the batch");
+  }
+  if (mine != nullptr) {
+    if (!mine->holds(id)) {
+      return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                   " is not one of the reserved ids");
+    }
+  } else if (reserved_by(id) != 0) {
+    return Error(StatusCode::kInvalidArgument, "memory add: document ", i, ": id ", id,
+                 " is taken by another add in progress");
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- encode the pages into the bank's dtype
+
+// One router layer of a batch in the bank's dtype: rows [new_chunks, row_bytes] (all dtypes, f32 included: for
+// the segment) and int8 scales [new_chunks, n_kv_heads].
+struct MemoryBank::EncodedPages {
+  std::vector<uint8_t> rk, k, v;
+  std::vector<float> rks, ks, vs;
+};
+
+Status MemoryBank::encode_batch(const std::vector<PooledDocument>& pooled, int64_t new_chunks,
+                                std::vector<EncodedPages>* enc) const {
+  const int n_layers = n_router_layers();
   const int64_t heads = config_.num_key_value_heads, hd = config_.head_dim;
   const size_t row_bytes = page_row_bytes(dtype_, width_);
   const int64_t n_scales = page_row_scales(dtype_, heads);
-  struct Encoded {
-    std::vector<uint8_t> rk, k, v;       // [new_chunks, row_bytes] (all dtypes, f32 included: for the segment)
-    std::vector<float> rks, ks, vs;      // int8 scales
-  };
-  std::vector<Encoded> enc(static_cast<size_t>(n_layers));
   const bool need_enc = dtype_ != PageDType::kF32 || !path_.empty();  // f32 in RAM only: stored as given
   try {
+    enc->assign(static_cast<size_t>(n_layers), EncodedPages());
     for (int l = 0; l < n_layers && need_enc; ++l) {
-      Encoded& e = enc[static_cast<size_t>(l)];
+      EncodedPages& e = (*enc)[static_cast<size_t>(l)];
       e.rk.resize(static_cast<size_t>(new_chunks) * row_bytes);
       e.k.resize(e.rk.size());
       e.v.resize(e.rk.size());
@@ -418,8 +445,7 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
       e.ks.resize(e.rks.size());
       e.vs.resize(e.rks.size());
       int64_t at = 0;
-      for (size_t i = 0; i < docs.size(); ++i) {
-        const PooledDocument& p = pooled[i];
+      for (const PooledDocument& p : pooled) {
         const size_t s = static_cast<size_t>(l);
         const size_t ob = static_cast<size_t>(at) * row_bytes, os = static_cast<size_t>(at * n_scales);
         encode_rows(dtype_, p.rk[s].data(), p.n_chunks, heads, hd, e.rk.data() + ob, e.rks.data() + os);
@@ -431,20 +457,25 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
   } catch (const std::bad_alloc&) {
     return Error(StatusCode::kOutOfMemory, "memory add: out of memory encoding ", new_chunks, " chunks");
   }
+  return Status::Ok();
+}
 
-  // ---------------------------------------------------------------- reserve (may fail; contents unchanged)
-  const int64_t old_docs = n_documents();
+// ---------------------------------------------------------------- reserve (may fail; contents unchanged)
+
+Status MemoryBank::reserve_capacity_locked(size_t n_docs, int64_t new_chunks) {
+  const size_t row_bytes = page_row_bytes(dtype_, width_);
+  const size_t n_scales = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads));
   const int64_t old_chunks = routing_.empty() ? 0 : routing_[0].n_chunks();
   const size_t total_chunks = static_cast<size_t>(old_chunks + new_chunks);
   const size_t total_floats = total_chunks * static_cast<size_t>(width_);
   const size_t ram_total = static_cast<size_t>(ram_chunks_ + new_chunks);
   try {
-    docs_.reserve(docs_.size() + docs.size());
-    src_.reserve(src_.size() + docs.size());
-    by_id_.reserve(by_id_.size() + docs.size());
-    for (int l = 0; l < n_layers; ++l) {
-      RoutingIndex& ri = routing_[static_cast<size_t>(l)];
-      ContentPages& cp = content_[static_cast<size_t>(l)];
+    docs_.reserve(docs_.size() + n_docs);
+    src_.reserve(src_.size() + n_docs);
+    by_id_.reserve(by_id_.size() + n_docs);
+    for (size_t l = 0; l < routing_.size(); ++l) {
+      RoutingIndex& ri = routing_[l];
+      ContentPages& cp = content_[l];
       ri.chunk_doc.reserve(total_chunks);
       if (dtype_ == PageDType::kF32) {
         ri.keys.reserve(total_floats);
@@ -452,11 +483,11 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
         cp.v.reserve(ram_total * static_cast<size_t>(width_));
       } else {
         ri.packed.reserve(total_chunks * row_bytes);
-        ri.scales.reserve(total_chunks * static_cast<size_t>(n_scales));
+        ri.scales.reserve(total_chunks * n_scales);
         cp.qk.reserve(ram_total * row_bytes);
         cp.qv.reserve(ram_total * row_bytes);
-        cp.k_scales.reserve(ram_total * static_cast<size_t>(n_scales));
-        cp.v_scales.reserve(ram_total * static_cast<size_t>(n_scales));
+        cp.k_scales.reserve(ram_total * n_scales);
+        cp.v_scales.reserve(ram_total * n_scales);
       }
     }
   } catch (const std::bad_alloc&) {
@@ -464,8 +495,13 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
   } catch (const std::length_error&) {
     return Error(StatusCode::kOutOfMemory, "memory add: ", total_chunks, " chunks exceed the vector limit");
   }
+  return Status::Ok();
+}
 
-  // ---------------------------------------------------------------- id map (the one step that allocates)
+// ---------------------------------------------------------------- id map (the one step that allocates)
+
+Status MemoryBank::index_ids_locked(const std::vector<DocumentRecord>& docs) {
+  const int64_t old_docs = n_documents();
   size_t inserted = 0;
   try {
     for (size_t i = 0; i < docs.size(); ++i, ++inserted) {
@@ -475,25 +511,33 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     for (size_t i = 0; i < inserted; ++i) by_id_.erase(docs[i].id);
     return Error(StatusCode::kOutOfMemory, "memory add: out of memory indexing document ids");
   }
+  return Status::Ok();
+}
 
-  // ---------------------------------------------------------------- commit to disk first (attached banks)
-  auto commit = [&]() -> Status {
+// ---------------------------------------------------------------- commit to disk first (attached banks)
+
+Status MemoryBank::commit_segment_locked(const std::vector<DocumentRecord>& docs,
+                                         const std::vector<PooledDocument>& pooled,
+                                         const std::vector<EncodedPages>& enc) {
+  try {
     MSA_RETURN_IF_ERROR(begin_write_locked("memory add"));
     std::lock_guard<std::mutex> committing(dir_->commit_mutex());
     MSA_RETURN_IF_ERROR(check_unchanged_locked("memory add"));
     const uint64_t gen = generation_ + 1;
+    const size_t row_bytes = page_row_bytes(dtype_, width_);
+    const int64_t n_scales = page_row_scales(dtype_, config_.num_key_value_heads);
     bankfmt::SegmentSource src;
     src.dtype = dtype_;
-    src.n_kv_heads = heads;
-    src.head_dim = hd;
-    src.pooling = pool;
-    src.n_router_layers = n_layers;
-    for (const DocumentRecord& d : docs) {
+    src.n_kv_heads = config_.num_key_value_heads;
+    src.head_dim = config_.head_dim;
+    src.pooling = config_.msa.pooling_kernel_size;
+    src.n_router_layers = n_router_layers();
+    for (size_t i = 0; i < docs.size(); ++i) {
       bankfmt::SegmentDocIn in;
-      in.id = d.id;
-      in.n_tokens = static_cast<uint64_t>(d.n_tokens);
-      in.n_chunks = static_cast<uint64_t>(pooled[static_cast<size_t>(&d - docs.data())].n_chunks);
-      in.text = d.text;
+      in.id = docs[i].id;
+      in.n_tokens = static_cast<uint64_t>(docs[i].n_tokens);
+      in.n_chunks = static_cast<uint64_t>(pooled[i].n_chunks);
+      in.text = docs[i].text;
       src.docs.push_back(in);
     }
     std::vector<int64_t> first(docs.size() + 1, 0);
@@ -504,7 +548,7 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
       return Status::Ok();
     };
     src.content = [&](int l, size_t i, bankfmt::FrameIn* f) {
-      const Encoded& e = enc[static_cast<size_t>(l)];
+      const EncodedPages& e = enc[static_cast<size_t>(l)];
       const size_t b0 = static_cast<size_t>(first[i]) * row_bytes, b1 = static_cast<size_t>(first[i + 1]) * row_bytes;
       const size_t s0 = static_cast<size_t>(first[i] * n_scales), s1 = static_cast<size_t>(first[i + 1] * n_scales);
       f->raw.clear();
@@ -529,39 +573,36 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
     const Status st = commit_manifest_locked(std::move(segs), std::move(tomb));
     if (!st.ok()) bankfmt::discard_uncommitted_segment(path_, name);  // not committed: give its space back now
     return st;
-  };
-  if (!path_.empty()) {
-    Status st;
-    try {
-      st = commit();
-    } catch (const std::bad_alloc&) {
-      st = Error(StatusCode::kOutOfMemory, "memory add: out of memory writing the new segment to ", path_);
-    }
-    if (!st.ok()) {
-      for (const DocumentRecord& d : docs) by_id_.erase(d.id);  // nothing was committed: undo the id map
-      return st;
-    }
-    // The new documents keep their pages in RAM; the segment is only read after a reopen.
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "memory add: out of memory writing the new segment to ", path_);
   }
-  if (mine != nullptr) {  // the reservation becomes the documents (no allocation: erase only)
-    n_reserved_ -= static_cast<int64_t>(mine->size());
-    reserved_.erase(res->token_);
-    res->bank_ = nullptr;
-    res->token_ = 0;
-  }
+}
 
-  // ---------------------------------------------------------------- append (no allocation past here)
-  int64_t chunk = old_chunks;
-  for (int l = 0; l < n_layers; ++l) {
-    const size_t s = static_cast<size_t>(l);
+// ---------------------------------------------------------------- consume the reservation, append
+
+// The reservation becomes the documents (no allocation: erase only).
+void MemoryBank::consume_reservation_locked(IdReservation* res) {
+  auto it = reserved_.find(res->token_);
+  n_reserved_ -= static_cast<int64_t>(it->second.size());
+  reserved_.erase(it);
+  res->bank_ = nullptr;
+  res->token_ = 0;
+}
+
+// No allocation past reserve_capacity_locked: cannot fail.
+void MemoryBank::append_locked(std::vector<DocumentRecord>& docs, const std::vector<PooledDocument>& pooled,
+                               const std::vector<EncodedPages>& enc) {
+  const int64_t old_docs = n_documents();
+  int64_t chunk = routing_.empty() ? 0 : routing_[0].n_chunks();
+  for (size_t s = 0; s < routing_.size(); ++s) {
     RoutingIndex& ri = routing_[s];
     ContentPages& cp = content_[s];
-    const Encoded& e = enc[s];
+    const EncodedPages& e = enc[s];
     if (dtype_ == PageDType::kF32) {
-      for (size_t i = 0; i < docs.size(); ++i) {
-        ri.keys.insert(ri.keys.end(), pooled[i].rk[s].begin(), pooled[i].rk[s].end());
-        cp.k.insert(cp.k.end(), pooled[i].k[s].begin(), pooled[i].k[s].end());
-        cp.v.insert(cp.v.end(), pooled[i].v[s].begin(), pooled[i].v[s].end());
+      for (const PooledDocument& p : pooled) {
+        ri.keys.insert(ri.keys.end(), p.rk[s].begin(), p.rk[s].end());
+        cp.k.insert(cp.k.end(), p.k[s].begin(), p.k[s].end());
+        cp.v.insert(cp.v.end(), p.v[s].begin(), p.v[s].end());
       }
     } else {
       ri.packed.insert(ri.packed.end(), e.rk.begin(), e.rk.end());
@@ -574,25 +615,20 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
   }
   for (size_t i = 0; i < docs.size(); ++i) {
     DocumentRecord& d = docs[i];
-    PooledDocument& p = pooled[i];
+    const int64_t n_chunks = pooled[i].n_chunks;
     const int32_t doc_index = static_cast<int32_t>(old_docs + static_cast<int64_t>(i));
-    for (int l = 0; l < n_layers; ++l) {
-      RoutingIndex& ri = routing_[static_cast<size_t>(l)];
-      ri.chunk_doc.insert(ri.chunk_doc.end(), static_cast<size_t>(p.n_chunks), doc_index);
-    }
+    for (RoutingIndex& ri : routing_) ri.chunk_doc.insert(ri.chunk_doc.end(), static_cast<size_t>(n_chunks), doc_index);
     DocSource ds;
     ds.ram_chunk = ram_chunks_;
-    ram_chunks_ += p.n_chunks;
+    ram_chunks_ += n_chunks;
     src_.push_back(ds);
     d.chunk_begin = chunk;
-    d.n_chunks = p.n_chunks;
+    d.n_chunks = n_chunks;
     d.removed = false;
-    chunk += p.n_chunks;
+    chunk += n_chunks;
     if (d.id >= next_id_) next_id_ = d.id + 1;  // id < UINT64_MAX was checked: no wrap
     docs_.push_back(std::move(d));
   }
-  bump_version_locked();
-  return Status::Ok();
 }
 
 MemoryStats MemoryBank::stats() const {

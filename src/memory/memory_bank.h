@@ -322,7 +322,6 @@ class MemoryBank {
     uint32_t seg_doc = 0;
     int64_t ram_chunk = 0;
   };
-  Status add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled, IdReservation* res);
   // Ids held by a reservation: automatic ones as a range, explicit ones as a set.
   struct Reserved {
     uint64_t first = 0, count = 0;      // automatic: [first, first + count)
@@ -334,6 +333,29 @@ class MemoryBank {
   // The reservation (token) holding `id`, or 0.
   uint64_t reserved_by(uint64_t id) const;
   void add_reservation_locked(Reserved r, IdReservation* out);
+  // add(), step by step, with mu_ held exclusively: check the batch (nothing changes on error), encode its pages
+  // into the bank's dtype, reserve capacity, index the ids (rolled back on error), commit a new segment (attached
+  // banks; the id index rolled back if it fails), consume the reservation, append (cannot fail).
+  struct EncodedPages;  // one router layer of a batch, encoded (memory_bank.cpp)
+  Status add_locked(std::vector<DocumentRecord>& docs, std::vector<PooledDocument>& pooled, IdReservation* res);
+  // Every check of add(); *mine: the reservation's record (null without one), *new_chunks: the batch's chunks.
+  Status check_add_batch_locked(const std::vector<DocumentRecord>& docs, const std::vector<PooledDocument>& pooled,
+                                const IdReservation* res, const Reserved** mine, int64_t* new_chunks) const;
+  // res (may be null) is active for this bank and holds as many ids as the batch has documents.
+  Status find_reservation_locked(const IdReservation* res, size_t n_docs, const Reserved** mine) const;
+  // Document i's id (of an add or a reservation) against the bank (live, removed), the batch so far (batch_ids,
+  // which it joins) and the reservations (mine's, or nobody else's).
+  Status check_new_id_locked(size_t i, uint64_t id, const Reserved* mine,
+                             std::unordered_set<uint64_t>* batch_ids) const;
+  Status encode_batch(const std::vector<PooledDocument>& pooled, int64_t new_chunks,
+                      std::vector<EncodedPages>* enc) const;
+  Status reserve_capacity_locked(size_t n_docs, int64_t new_chunks);
+  Status index_ids_locked(const std::vector<DocumentRecord>& docs);
+  Status commit_segment_locked(const std::vector<DocumentRecord>& docs, const std::vector<PooledDocument>& pooled,
+                               const std::vector<EncodedPages>& enc);
+  void consume_reservation_locked(IdReservation* res);
+  void append_locked(std::vector<DocumentRecord>& docs, const std::vector<PooledDocument>& pooled,
+                     const std::vector<EncodedPages>& enc);
   void release_reservation(uint64_t token);
   friend class IdReservation;
   // Writers of an attached bank: the directory's writer lock for this handle (kBusy when another process holds
