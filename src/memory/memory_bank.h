@@ -119,7 +119,7 @@ struct ContentPages {
 // documents' n_chunks):
 //   [K rows: N * page_row_bytes(t, W) bytes][K scales: N * S floats][V rows: same][V scales: same]
 // each plane's rows in document order, every document's chunks in order; every plane starts at a multiple of 64
-// bytes (the padding is zero). f32 / bf16 have no scales (S = 0: empty planes). decode_rows(t, rows, scales, ...)
+// bytes from dst (a 64-byte aligned dst, e.g. pinned staging memory, gives aligned planes; the padding is zero). f32 / bf16 have no scales (S = 0: empty planes). decode_rows(t, rows, scales, ...)
 // of a plane gives what read_pages() gives, bit for bit.
 struct StagedPagesLayout {
   PageDType dtype = PageDType::kF32;
