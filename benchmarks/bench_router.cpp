@@ -57,10 +57,10 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu/routing_scan.h"
+#include "backend/cpu/score_kernels.h"
+#include "backend/routing_types.h"
 #include "core/thread_pool.h"
-#include "memory/memory_bank.h"
-#include "router/router.h"
-#include "router/score_kernels.h"
 
 namespace bench_peer {
 // [t, w] x [c, w]^T -> s [t, c] (row-major), one thread. Defined in the AVX2 region at the end of the file.
@@ -97,10 +97,15 @@ void fill(std::vector<float>* v, uint64_t seed) {
   }
 }
 
-// One index of kMaxChunks chunks; smaller sizes use a prefix (its first C/16 documents).
-const msa::RoutingIndex& full_index() {
-  static const msa::RoutingIndex index = [] {
-    msa::RoutingIndex r;
+// One f32 index of kMaxChunks chunks (host arrays); smaller sizes view a prefix of it (its first C/16 documents).
+struct HostIndex {
+  std::vector<float> keys;         // [kMaxChunks, kWidth]
+  std::vector<int32_t> chunk_doc;  // [kMaxChunks]
+};
+
+const HostIndex& full_index() {
+  static const HostIndex index = [] {
+    HostIndex r;
     r.keys.resize(static_cast<size_t>(kMaxChunks * kWidth));
     fill(&r.keys, 1);
     r.chunk_doc.resize(static_cast<size_t>(kMaxChunks));
@@ -112,19 +117,18 @@ const msa::RoutingIndex& full_index() {
   return index;
 }
 
-// A prefix view would need a non-owning index type; copying chunk_doc is cheap, the keys are shared by
-// copying only when the size differs (cached per size).
-const msa::RoutingIndex& index_of(int64_t chunks) {
-  static std::map<int64_t, std::unique_ptr<msa::RoutingIndex>> cache;
-  if (chunks == kMaxChunks) return full_index();
-  auto& slot = cache[chunks];
-  if (!slot) {
-    const msa::RoutingIndex& full = full_index();
-    slot = std::make_unique<msa::RoutingIndex>();
-    slot->keys.assign(full.keys.begin(), full.keys.begin() + static_cast<std::ptrdiff_t>(chunks * kWidth));
-    slot->chunk_doc.assign(full.chunk_doc.begin(), full.chunk_doc.begin() + static_cast<std::ptrdiff_t>(chunks));
-  }
-  return *slot;
+// The first `chunks` chunks (and their documents) of the full index, without a copy.
+msa::RoutingIndexView index_of(int64_t chunks) {
+  const HostIndex& full = full_index();
+  msa::RoutingIndexView v;
+  v.dtype = msa::PageDType::kF32;
+  v.n_chunks = chunks;
+  v.n_kv_heads = kKvHeads;
+  v.head_dim = kHeadDim;
+  v.keys = full.keys.data();
+  v.chunk_doc = full.chunk_doc.data();
+  v.n_documents = chunks / kChunksPerDoc;  // scoring needs no ids (only the top-k does)
+  return v;
 }
 
 const std::vector<float>& query_rows() {
@@ -144,7 +148,7 @@ msa::ThreadPool& pool(int n) {
   return *p;
 }
 
-bool have_avx2() { return msa::router::avx2_score_kernels_supported(); }
+bool have_avx2() { return msa::scan::avx2_score_kernels_supported(); }
 
 // The collapsed query rows the peer multiplies: per token, the sum of each kv group's 4 query heads.
 std::vector<float> collapsed_rows() {
@@ -163,14 +167,15 @@ std::vector<float> collapsed_rows() {
 }
 
 // The peer on `threads` threads: contiguous chunk ranges, one Eigen product each, into one [T, C] matrix.
-void eigen_peer(const std::vector<float>& rows, const msa::RoutingIndex& index, int threads, std::vector<float>* s) {
-  const int64_t c = index.n_chunks();
+void eigen_peer(const std::vector<float>& rows, const msa::RoutingIndexView& index, int threads,
+                std::vector<float>* s) {
+  const int64_t c = index.n_chunks;
   s->resize(static_cast<size_t>(kTokens * c));
   std::vector<std::thread> ts;
   for (int i = 0; i < threads; ++i) {
     const int64_t c0 = c * i / threads, c1 = c * (i + 1) / threads;
     ts.emplace_back([&, c0, c1] {
-      bench_peer::eigen_scores(rows.data(), kTokens, kWidth, index.keys.data() + c0 * kWidth, c1 - c0,
+      bench_peer::eigen_scores(rows.data(), kTokens, kWidth, index.keys + c0 * kWidth, c1 - c0,
                                s->data() + c0, c);
     });
   }
@@ -190,8 +195,7 @@ msa::RouterQuery make_query() {
 void BM_Score(benchmark::State& state) {
   const int64_t chunks = state.range(0);
   const int threads = static_cast<int>(state.range(1));
-  const msa::RoutingIndex& index = index_of(chunks);
-  const int64_t n_docs = chunks / kChunksPerDoc;
+  const msa::RoutingIndexView index = index_of(chunks);
   const double flop = 2.0 * kTokens * kWidth * static_cast<double>(chunks);
 
   double peer_rate = 0, peer_cpu_rate = 0;
@@ -208,14 +212,14 @@ void BM_Score(benchmark::State& state) {
     }
   }
 
-  msa::RouterOptions opt;
+  msa::ScanOptions opt;
   opt.pool = &pool(threads);
   const msa::RouterReductions red{msa::HeadReduce::kMean, msa::QueryReduce::kMax, msa::ChunkReduce::kMax};
   const msa::RouterQuery q = make_query();
   std::vector<float> scores;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    if (!msa::score_documents(q, index, n_docs, red, &scores, opt).ok()) state.SkipWithError("scoring failed");
+    if (!msa::score_documents(q, index, red, &scores, opt).ok()) state.SkipWithError("scoring failed");
     benchmark::DoNotOptimize(scores.data());
     benchmark::ClobberMemory();
   }
@@ -239,7 +243,7 @@ void BM_EigenScore(benchmark::State& state) {
   }
   const int64_t chunks = state.range(0);
   const int threads = static_cast<int>(state.range(1));
-  const msa::RoutingIndex& index = index_of(chunks);
+  const msa::RoutingIndexView index = index_of(chunks);
   const std::vector<float> rows = collapsed_rows();
   std::vector<float> s;
   const double cpu0 = process_cpu_seconds();
@@ -258,7 +262,7 @@ void BM_ScoreVariant(benchmark::State& state) {
   const int variant = static_cast<int>(state.range(0));
   const int64_t chunks = state.range(1);
   const int threads = static_cast<int>(state.range(2));
-  const msa::RoutingIndex& index = index_of(chunks);
+  const msa::RoutingIndexView index = index_of(chunks);
   msa::RouterReductions red{msa::HeadReduce::kMean, msa::QueryReduce::kMax, msa::ChunkReduce::kMax};
   double flop_per_chunk = 0;
   const char* name = "";
@@ -279,13 +283,13 @@ void BM_ScoreVariant(benchmark::State& state) {
       name = "query mean";
       break;
   }
-  msa::RouterOptions opt;
+  msa::ScanOptions opt;
   opt.pool = &pool(threads);
   const msa::RouterQuery q = make_query();
   std::vector<float> scores;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    if (!msa::score_documents(q, index, chunks / kChunksPerDoc, red, &scores, opt).ok()) {
+    if (!msa::score_documents(q, index, red, &scores, opt).ok()) {
       state.SkipWithError("scoring failed");
     }
     benchmark::DoNotOptimize(scores.data());

@@ -31,8 +31,9 @@
 #include "engine/session.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
+#include "backend/cpu/routing_scan.h"
+#include "backend/routing_types.h"
 #include "model/model.h"
-#include "router/router.h"
 
 namespace {
 
@@ -134,6 +135,21 @@ msa::RoutingIndex make_index(PageDType t, const std::vector<float>& keys, const 
   return ix;
 }
 
+// What the CPU routing scan reads: a view of the index's arrays (n_docs documents; scoring needs no ids).
+msa::RoutingIndexView view_of(const msa::RoutingIndex& ix, int64_t hkv, int64_t d, int64_t n_docs) {
+  msa::RoutingIndexView v;
+  v.dtype = ix.dtype;
+  v.n_chunks = ix.n_chunks();
+  v.n_kv_heads = hkv;
+  v.head_dim = d;
+  v.keys = ix.keys.empty() ? nullptr : ix.keys.data();
+  v.packed = ix.packed.empty() ? nullptr : ix.packed.data();
+  v.scales = ix.scales.empty() ? nullptr : ix.scales.data();
+  v.chunk_doc = ix.chunk_doc.empty() ? nullptr : ix.chunk_doc.data();
+  v.n_documents = n_docs;
+  return v;
+}
+
 std::vector<float> roundtrip(PageDType t, const std::vector<float>& x, int64_t rows, int64_t hkv, int64_t d) {
   if (t == PageDType::kF32) return x;
   std::vector<uint8_t> packed(static_cast<size_t>(rows) * msa::page_row_bytes(t, hkv * d));
@@ -215,6 +231,8 @@ int synthetic(const Args& a) {
   const msa::RoutingIndex f32 = make_index(PageDType::kF32, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex bf16 = make_index(PageDType::kBF16, keys, chunk_doc, hkv, d);
   const msa::RoutingIndex i8 = make_index(PageDType::kInt8, keys, chunk_doc, hkv, d);
+  const msa::RoutingIndexView f32_view = view_of(f32, hkv, d, a.docs), bf16_view = view_of(bf16, hkv, d, a.docs),
+                              i8_view = view_of(i8, hkv, d, a.docs);
 
   msa::RouterReductions red;
   red.head = msa::HeadReduce::kMean;
@@ -243,8 +261,8 @@ int synthetic(const Args& a) {
     rq.n_kv_heads = hkv;
     rq.head_dim = d;
     std::vector<float> s32, s16, s8;
-    if (!msa::score_documents(rq, f32, a.docs, red, &s32).ok() || !msa::score_documents(rq, bf16, a.docs, red, &s16).ok() ||
-        !msa::score_documents(rq, i8, a.docs, red, &s8).ok()) {
+    if (!msa::score_documents(rq, f32_view, red, &s32).ok() || !msa::score_documents(rq, bf16_view, red, &s16).ok() ||
+        !msa::score_documents(rq, i8_view, red, &s8).ok()) {
       std::fprintf(stderr, "score_documents failed\n");
       return 1;
     }

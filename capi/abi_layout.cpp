@@ -51,6 +51,7 @@ MSA_ABI_FIELD(msa_model_params, struct_size, 0, 4, uint32_t);
 MSA_ABI_FIELD(msa_model_params, n_threads, 4, 4, int32_t);
 MSA_ABI_FIELD(msa_model_params, backend, 8, 4, int32_t);
 MSA_ABI_FIELD(msa_model_params, load_tokenizer, 12, 4, int32_t);
+MSA_ABI_FIELD(msa_model_params, device, 16, 4, int32_t);
 
 // msa_model_desc
 MSA_ABI_GROWS(msa_model_desc);
@@ -72,6 +73,9 @@ MSA_ABI_FIELD(msa_model_desc, rope_theta, 80, 8, double);
 MSA_ABI_FIELD(msa_model_desc, rms_norm_eps, 88, 8, double);
 MSA_ABI_FIELD(msa_model_desc, weight_dtype, 96, 16, char[16]);
 MSA_ABI_FIELD(msa_model_desc, aux_loss_method, 112, 32, char[32]);
+MSA_ABI_FIELD(msa_model_desc, backend, 144, 32, char[32]);
+MSA_ABI_FIELD(msa_model_desc, device, 176, 128, char[128]);
+MSA_ABI_FIELD(msa_model_desc, device_weight_bytes, 304, 8, int64_t);
 
 // msa_checkpoint_params
 MSA_ABI_GROWS(msa_checkpoint_params);
@@ -148,6 +152,7 @@ MSA_ABI_FIELD(msa_memory_usage, text_bytes, 48, 8, int64_t);
 MSA_ABI_FIELD(msa_memory_usage, n_removed, 56, 8, int64_t);
 MSA_ABI_FIELD(msa_memory_usage, content_file_bytes, 64, 8, int64_t);
 MSA_ABI_FIELD(msa_memory_usage, page_dtype, 72, 4, int32_t);
+MSA_ABI_FIELD(msa_memory_usage, routing_device_bytes, 80, 8, int64_t);
 
 // msa_generate_params
 MSA_ABI_GROWS(msa_generate_params);

@@ -144,7 +144,8 @@ MSA_API msa_status msa_generate(const msa_model* model, const msa_memory* memory
         return on_token(piece.data(), piece.size(), user_data);
       };
     }
-    msa::Session session(m, memory ? memory->bank.get() : nullptr, model->backend());
+    msa::Session session(model->dm(), memory ? memory->bank.get() : nullptr,
+                         memory ? memory->resident.get() : nullptr);
     msa::GenerateResult res;
     msa::Status s = session.generate(prompt, o, &res);
     if (!s.ok() && s.code() != msa::StatusCode::kCancelled) return fail(s);
@@ -176,7 +177,7 @@ MSA_API msa_status msa_route(const msa_model* model, const msa_memory* memory, c
     msa_generate_params p;
     if (msa_status st = check_common(fn, model, memory, prompt, out_result, params, &p)) return st;
     MSA_CHECK_ARG(memory, fn, "memory is NULL (routing needs a memory bank)");
-    msa::Session session(*model->model, memory->bank.get(), model->backend());
+    msa::Session session(model->dm(), memory->bank.get(), memory->resident.get());
     msa::RouteOptions o;
     o.doc_top_k = p.top_k;
     o.first_position = p.first_position;

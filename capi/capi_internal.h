@@ -63,12 +63,12 @@ struct Layouts;  // no definition: a size-tagged struct without an entry fails t
     static constexpr uint32_t sizes[] = {__VA_ARGS__};             \
     static constexpr size_t count = sizeof(sizes) / sizeof(sizes[0]); \
   }
-MSA_CAPI_LAYOUTS(msa_model_params, 16);
-MSA_CAPI_LAYOUTS(msa_model_desc, 144);
+MSA_CAPI_LAYOUTS(msa_model_params, 16, 20);  // 20: + device
+MSA_CAPI_LAYOUTS(msa_model_desc, 144, 312);  // 312: + backend, device, device_weight_bytes
 MSA_CAPI_LAYOUTS(msa_checkpoint_params, 40);
 MSA_CAPI_LAYOUTS(msa_tokenizer_desc, 28);
 MSA_CAPI_LAYOUTS(msa_memory_params, 8, 16);     // 8: batch_tokens only; 16: + page_dtype, verify_on_open
-MSA_CAPI_LAYOUTS(msa_memory_usage, 56, 80);     // 80: + n_removed, content_file_bytes, page_dtype
+MSA_CAPI_LAYOUTS(msa_memory_usage, 56, 80, 88);  // 80: + n_removed, content_file_bytes, page_dtype; 88: + routing_device_bytes
 MSA_CAPI_LAYOUTS(msa_memory_file_desc, 192);
 MSA_CAPI_LAYOUTS(msa_generate_params, 48, 64);  // 64: + logits_callback, logits_user_data
 MSA_CAPI_LAYOUTS(msa_timings, 64);

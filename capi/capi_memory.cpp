@@ -52,9 +52,9 @@ MSA_API msa_status msa_memory_create(const msa_model* model, const msa_memory_pa
     auto mem = std::make_unique<msa_memory>();
     mem->model = model;
     mem->params = p;
-    msa::Status s = msa::create_memory_bank(m, model->backend(), &mem->bank,
-                                            static_cast<msa::PageDType>(p.page_dtype));
+    msa::Status s = msa::create_memory_bank(model->dm(), &mem->bank, static_cast<msa::PageDType>(p.page_dtype));
     if (!s.ok()) return fail(s);
+    mem->resident = std::make_unique<msa::ResidentBank>(model->backend());
     *out_memory = mem.release();
     return to_c(msa::Status::Ok());
   });
@@ -93,13 +93,13 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
       for (size_t i = 0; i < n_docs; ++i) ids.push_back(docs[i].id);
     msa::EncoderOptions opts;
     opts.batch_tokens = memory->params.batch_tokens;
-    opts.backend = memory->model->backend();
+
     if (progress) {
       opts.progress = [progress, user_data](const msa::EncodeProgress& p) {
         return progress(p.documents_done, p.documents_total, p.tokens_done, p.tokens_total, user_data);
       };
     }
-    msa::Encoder enc(*memory->model->model, opts);
+    msa::Encoder enc(memory->model->dm(), opts);
     std::vector<uint64_t> assigned;
     msa::Status s = enc.add_documents(memory->bank.get(), texts, all_ids ? &ids : nullptr, &assigned);
     if (!s.ok()) return fail(s);
@@ -114,9 +114,13 @@ MSA_API msa_status msa_memory_stats(const msa_memory* memory, msa_memory_usage* 
     MSA_CHECK_ARG(memory, "msa_memory_stats", "memory is NULL");
     MSA_CHECK_ARG(usage, "msa_memory_stats", "usage is NULL");
     msa::MemoryStats st;
+    int64_t resident_bytes = 0;
     {
       msa::BankReadLock lock(memory->bank.get());
       st = memory->bank->stats();
+      msa::Status rs = memory->resident->sync(*memory->bank);
+      if (!rs.ok()) return fail(msa::Status(rs.code(), "msa_memory_stats: " + rs.message()));
+      resident_bytes = memory->resident->routing_device_bytes();
     }
     msa_memory_usage u;
     std::memset(&u, 0, sizeof u);
@@ -129,6 +133,7 @@ MSA_API msa_status msa_memory_stats(const msa_memory* memory, msa_memory_usage* 
     u.n_removed = st.n_removed;
     u.content_file_bytes = st.content_file_bytes;
     u.page_dtype = static_cast<int32_t>(st.dtype);
+    u.routing_device_bytes = resident_bytes;
     // Filled up to the caller's struct_size (an older struct gets the fields it has, a newer one a zeroed tail).
     return msa::capi::fill_output(usage, u, "msa_memory_stats");
   });
@@ -158,6 +163,7 @@ MSA_API msa_status msa_memory_open(const msa_model* model, const char* path, con
     msa::Status s = msa::MemoryBank::open(path, m.config(), &fp, opts, &mem->bank);
     if (!s.ok()) return fail(s);
     mem->params.page_dtype = static_cast<int32_t>(mem->bank->dtype());
+    mem->resident = std::make_unique<msa::ResidentBank>(model->backend());
     *out_memory = mem.release();
     return to_c(msa::Status::Ok());
   });

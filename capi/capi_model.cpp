@@ -1,10 +1,12 @@
 // msa.h: model load/free/info/logits and random checkpoints.
+#include <cstddef>
 #include <cstring>
 #include <string>
 
 #include "capi_internal.h"
 #include "capi_model.h"
 #include "core/limits.h"
+#include "backend/registry.h"
 #include "model/forward.h"
 #include "model/init_model.h"
 #include "tokenizer/tokenizer.h"
@@ -22,6 +24,17 @@ MSA_API void msa_model_params_init(msa_model_params* params) {
   params->n_threads = 0;
   params->backend = MSA_BACKEND_CPU;
   params->load_tokenizer = 1;
+  params->device = 0;
+}
+
+// The 0.1 initialiser (tests/abi/README.md, "Growing a parameter struct"): binaries built against the 0.1
+// header (a 16-byte msa_model_params, no `device`) bind to msa_model_params_init@MSA_0 and get exactly their
+// size written; msa_model_params_init@@MSA_0.2 above writes the current one.
+MSA_API void msa_model_params_init_v0(msa_model_params* params);
+__asm__(".symver msa_model_params_init_v0, msa_model_params_init@MSA_0");
+MSA_API void msa_model_params_init_v0(msa_model_params* params) {
+  if (!params) return;
+  msa_params_init(MSA_PARAMS_MODEL, params, offsetof(msa_model_params, device));
 }
 
 MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* params, msa_model** out_model) {
@@ -32,9 +45,11 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     msa_model_params p;
     msa_model_params_init(&p);
     if (msa_status st = msa::capi::copy_params(params, &p, "msa_model_load")) return st;
-    if (p.backend == MSA_BACKEND_CUDA)
-      return fail(MSA_ERR_UNSUPPORTED, "msa_model_load: the CUDA backend has no forward yet; use MSA_BACKEND_CPU");
-    MSA_CHECK_ARG(p.backend == MSA_BACKEND_CPU, "msa_model_load", "unknown backend value");
+    MSA_CHECK_ARG(p.backend == MSA_BACKEND_CPU || p.backend == MSA_BACKEND_CUDA, "msa_model_load",
+                  "unknown backend value (MSA_BACKEND_CPU or MSA_BACKEND_CUDA)");
+    if (p.device < 0 || (p.backend == MSA_BACKEND_CPU && p.device != 0))
+      return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: params->device must be >= 0 (and 0 for the CPU "
+                                            "backend), got " + std::to_string(p.device));
     if (p.n_threads < 0 || p.n_threads > msa::limits::kMaxThreads)
       return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: params->n_threads must be in [0, MSA_MAX_THREADS = " +
                                                 std::to_string(msa::limits::kMaxThreads) + "] (0: the shared pool), got " +
@@ -46,12 +61,17 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     if (p.n_threads > 0) {
       msa::Status ps = msa::ThreadPool::create(p.n_threads, &handle->pool);
       if (!ps.ok()) return fail(msa::Status(ps.code(), "msa_model_load: " + ps.message()));
-      msa::CpuBackendOptions bo;
-      bo.pool = handle->pool.get();
-      handle->cpu_backend = std::make_unique<msa::CpuBackend>(bo);
     }
+    msa::BackendParams bp;
+    bp.name = p.backend == MSA_BACKEND_CUDA ? "cuda" : "";  // "": MSA_BACKEND, else "cpu"
+    bp.device = p.device;
+    bp.pool = handle->pool.get();
+    msa::Status bs = msa::create_backend(bp, &handle->backend_owner);
+    if (!bs.ok()) return fail(msa::Status(bs.code(), "msa_model_load: " + bs.message()));
     msa::Status s = msa::Model::load(dir, opts, &handle->model);
     if (!s.ok()) return fail(s);
+    s = msa::DeviceModel::create(*handle->model, handle->backend(), &handle->device_model);
+    if (!s.ok()) return fail(msa::Status(s.code(), dir + std::string(": ") + s.message()));
     *out_model = handle.release();
     return to_c(msa::Status::Ok());
   });
@@ -83,6 +103,9 @@ MSA_API msa_status msa_model_info(const msa_model* model, msa_model_desc* info) 
     d.rms_norm_eps = c.rms_norm_eps;
     msa::capi::copy_cstr(d.weight_dtype, msa::dtype_name(model->model->weight_dtype()));
     msa::capi::copy_cstr(d.aux_loss_method, c.msa.present ? c.msa.aux_loss_method : std::string());
+    msa::capi::copy_cstr(d.backend, model->backend()->name());
+    msa::capi::copy_cstr(d.device, model->backend()->device_description());
+    d.device_weight_bytes = model->dm().weights().device_bytes();
     return msa::capi::fill_output(info, d, "msa_model_info");
   });
 }
@@ -98,8 +121,7 @@ MSA_API msa_status msa_model_logits(const msa_model* model, const int32_t* token
     if (cap < c.vocab_size)
       return fail(MSA_ERR_BUFFER_TOO_SMALL, "msa_model_logits: cap " + std::to_string(cap) + " < vocab_size " +
                                                 std::to_string(c.vocab_size));
-    return to_c(msa::forward_logits(model->model->weights(), c, tokens, n_tokens, out_logits, false,
-                                          model->backend()));
+    return to_c(msa::forward_logits(model->dm().weights(), tokens, n_tokens, out_logits, false));
   });
 }
 

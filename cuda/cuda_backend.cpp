@@ -414,23 +414,9 @@ Status CudaBackend::upload_routing_index(const RoutingIndexView& host, std::uniq
   const char* fn = "cuda upload_routing_index";
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, fn, ": out is null");
   out->reset();
-  if (host.n_chunks < 0 || host.n_documents < 0 || host.n_kv_heads <= 0 || host.head_dim <= 0) {
-    return Error(StatusCode::kInvalidArgument, fn, ": bad index shape (", host.n_chunks, " chunks, ", host.n_documents,
-                 " documents, ", host.n_kv_heads, " x ", host.head_dim, ")");
-  }
-  if (!page_dtype_valid(static_cast<uint32_t>(host.dtype))) {
-    return Error(StatusCode::kInvalidArgument, fn, ": dtype ", static_cast<uint32_t>(host.dtype), " unknown");
-  }
+  MSA_RETURN_IF_ERROR(check_routing_view(host, fn));
   const bool f32 = host.dtype == PageDType::kF32;
   const void* rows = f32 ? static_cast<const void*>(host.keys) : static_cast<const void*>(host.packed);
-  if (host.n_chunks > 0 && (rows == nullptr || host.chunk_doc == nullptr ||
-                            (host.dtype == PageDType::kInt8 && host.scales == nullptr))) {
-    return Error(StatusCode::kInvalidArgument, fn, ": the ", page_dtype_name(host.dtype), " index of ", host.n_chunks,
-                 " chunks has no key rows, scales or chunk map");
-  }
-  if (host.n_documents > 0 && host.doc_ids == nullptr) {
-    return Error(StatusCode::kInvalidArgument, fn, ": the index has no document ids");
-  }
   MSA_CUDA_LOCK();
   auto r = std::make_unique<CudaRoutingIndex>(this, res_->device());
   MSA_RETURN_IF_ERROR(cuda::DeviceRoutingIndex::create(res_.get(), host.dtype, host.n_kv_heads, host.head_dim,

@@ -61,15 +61,7 @@ Status RoutingScorer::score(const DeviceRouterQuery& q, const DeviceRoutingIndex
     return Error(StatusCode::kInvalidArgument, fn, ": query n_kv_heads ", q.n_kv_heads, " x head_dim ", q.head_dim,
                  " does not match the index (", index.n_kv_heads(), " x ", index.head_dim(), ")");
   }
-  if (red.head != HeadReduce::kMean && red.head != HeadReduce::kMax) {
-    return Error(StatusCode::kInvalidArgument, fn, ": head reduction ", static_cast<int>(red.head), " unknown");
-  }
-  if (red.query != QueryReduce::kMax && red.query != QueryReduce::kMean && red.query != QueryReduce::kLast) {
-    return Error(StatusCode::kInvalidArgument, fn, ": query reduction ", static_cast<int>(red.query), " unknown");
-  }
-  if (red.chunk != ChunkReduce::kMax && red.chunk != ChunkReduce::kMean) {
-    return Error(StatusCode::kInvalidArgument, fn, ": chunk reduction ", static_cast<int>(red.chunk), " unknown");
-  }
+  MSA_RETURN_IF_ERROR(check_reductions(red, fn));
   if (index.resources() != res_) {
     return Error(StatusCode::kInvalidArgument, fn, ": the index belongs to another CudaResources");
   }

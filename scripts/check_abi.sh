@@ -82,7 +82,8 @@ fi
 
 unexported=0
 while read -r fn; do
-  if ! grep -qx "${fn}@@MSA_${major}" "$OUT/symbols.txt"; then
+  # the default version: MSA_<major>, or a later node MSA_<major>.<minor> of a versioned symbol
+  if ! grep -qxE "${fn}@@MSA_${major}(\.[0-9]+)?" "$OUT/symbols.txt"; then
     echo "[abi] FAIL: $fn is declared MSA_API in include/msa/msa.h but not exported" >&2
     unexported=1
   fi

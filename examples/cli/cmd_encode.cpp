@@ -19,8 +19,6 @@ bool parse_dtype(const std::string& s, int32_t* out) {
   return true;
 }
 
-const char* dtype_name(int32_t t) { return t == MSA_PAGE_F32 ? "f32" : t == MSA_PAGE_BF16 ? "bf16" : "int8"; }
-
 bool exists(const std::string& p) {
   struct stat st;
   return ::stat(p.c_str(), &st) == 0;
@@ -31,12 +29,14 @@ bool exists(const std::string& p) {
 int cmd_encode(int argc, char** argv) {
   const char* usage =
       "encode --model DIR --docs FILE --out BANK [--dtype f32|bf16|int8] [--commit-every N] [--batch-tokens N] "
-      "[--quiet]";
+      "[--quiet] [--device cpu|cuda|cuda:N]";
   cli::Args a(argc, argv);
   const std::string model_dir = a.get("--model"), docs_path = a.get("--docs"), out = a.get("--out");
   const std::string dtype_s = a.get("--dtype"), every_s = a.get("--commit-every", "256");
   const std::string batch_s = a.get("--batch-tokens", "4096");
   const bool quiet = a.has("--quiet");
+  cli::Device dev;
+  if (int rc = cli::device_option("encode", a, usage, &dev)) return rc;
   if (int rc = cli::check_args("encode", a, usage)) return rc;
   if (model_dir.empty() || docs_path.empty() || out.empty())
     return cli::usage_error("encode", "--model, --docs and --out are required", usage);
@@ -56,9 +56,9 @@ int cmd_encode(int argc, char** argv) {
     return 1;
   }
   msa_model* model = nullptr;
-  msa_status st = msa_model_load(model_dir.c_str(), nullptr, &model);
-  if (st != MSA_OK) return cli::fail("encode", st);
+  if (int rc = cli::load_model("encode", model_dir, dev, true, &model)) return rc;
   msa_memory* mem = nullptr;
+  msa_status st = MSA_OK;
   int rc = 0;
   msa_memory_params mp;
   msa_memory_params_init(&mp);
@@ -75,7 +75,7 @@ int cmd_encode(int argc, char** argv) {
       msa_memory_stats(mem, &u);
       if (!dtype_s.empty() && u.page_dtype != dtype) {
         std::fprintf(stderr, "msa encode: %s holds %s pages; --dtype %s differs (the dtype is fixed at creation)\n",
-                     out.c_str(), dtype_name(u.page_dtype), dtype_s.c_str());
+                     out.c_str(), cli::page_dtype_name(u.page_dtype), dtype_s.c_str());
         rc = 1;
       } else if (!quiet) {
         std::fprintf(stderr, "msa encode: resuming %s (%lld documents committed)\n", out.c_str(),
@@ -94,7 +94,7 @@ int cmd_encode(int argc, char** argv) {
     if (msa_memory_stats(mem, &u) == MSA_OK)
       std::fprintf(stderr, "msa encode: %s: %lld documents, %lld tokens, %lld chunks/layer, %s pages\n", out.c_str(),
                    static_cast<long long>(u.n_documents), static_cast<long long>(u.n_tokens),
-                   static_cast<long long>(u.n_chunks), dtype_name(u.page_dtype));
+                   static_cast<long long>(u.n_chunks), cli::page_dtype_name(u.page_dtype));
   }
   msa_memory_free(mem);
   msa_model_free(model);

@@ -14,6 +14,7 @@ namespace {
 struct Common {
   std::string model, docs, memory, prompt;
   msa_generate_params params;
+  cli::Device device;
   bool json = false;
 };
 
@@ -39,6 +40,7 @@ int parse_common(const char* cmd, cli::Args& a, const char* usage, bool generate
   std::string inter = generate ? a.get("--interleave", "on") : "off";
   std::string rounds = generate ? a.get("--max-rounds", "4") : "4";
   c->json = a.has("--json");
+  if (int rc = cli::device_option(cmd, a, usage, &c->device)) return rc;
   if (int rc = cli::check_args(cmd, a, usage)) return rc;
   if (c->model.empty() || c->prompt.empty()) return cli::usage_error(cmd, "--model and --prompt are required", usage);
   if (!c->docs.empty() && !c->memory.empty())
@@ -68,6 +70,14 @@ int stream_piece(const char* piece, size_t len, void*) {
   std::fwrite(piece, 1, len, stdout);
   std::fflush(stdout);
   return 0;
+}
+
+// Where the model runs: backend, device and the bytes of weights in device memory (msa_model_info).
+nlohmann::json model_json(const msa_model* m) {
+  msa_model_desc d;
+  d.struct_size = sizeof d;
+  if (msa_model_info(m, &d) != MSA_OK) return nullptr;
+  return {{"backend", d.backend}, {"device", d.device}, {"device_weight_bytes", d.device_weight_bytes}};
 }
 
 nlohmann::json layers_json(const msa_result* r) {
@@ -103,8 +113,7 @@ void print_layers(const msa_result* r) {
 // Loads the model and, when --docs is given, builds the memory (--memory: opens the bank). Returns 0 or an
 // exit code.
 int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem) {
-  msa_status st = msa_model_load(c.model.c_str(), nullptr, model);
-  if (st != MSA_OK) return cli::fail(cmd, st);
+  if (int rc = cli::load_model(cmd, c.model, c.device, true, model)) return rc;
   if (!c.memory.empty()) return cli::open_memory(cmd, *model, c.memory, mem, c.json);
   if (c.docs.empty()) return 0;
   cli::DocFile docs;
@@ -121,7 +130,7 @@ int setup(const char* cmd, const Common& c, msa_model** model, msa_memory** mem)
 int cmd_generate(int argc, char** argv) {
   const char* usage =
       "generate --model DIR [--docs FILE | --memory BANK] --prompt TEXT [--top-k N] [--max-new-tokens N] [--temperature T --seed S]\n"
-      "                    [--interleave on|off] [--max-rounds N] [--json]";
+      "                    [--interleave on|off] [--max-rounds N] [--json] [--device cpu|cuda|cuda:N]";
   cli::Args a(argc, argv);
   Common c;
   if (int rc = parse_common("generate", a, usage, true, &c)) return rc;
@@ -149,6 +158,7 @@ int cmd_generate(int argc, char** argv) {
                             {"transcript", msa_result_transcript(r)},
                             {"stop_reason", msa_result_stop_reason(r)},
                             {"layers", layers_json(r)},
+                            {"model", model_json(model)},
                             {"rounds", nlohmann::json::array()},
                             {"timings",
                              {{"prefill_ms", t.prefill_ms},
@@ -167,7 +177,9 @@ int cmd_generate(int argc, char** argv) {
       }
       if (have_mem)
         out["memory"] = {{"documents", u.n_documents}, {"chunks", u.n_chunks}, {"tokens", u.n_tokens},
-                         {"routing_bytes", u.routing_bytes}, {"content_bytes", u.content_bytes}};
+                         {"removed", u.n_removed}, {"routing_bytes", u.routing_bytes},
+                         {"routing_device_bytes", u.routing_device_bytes}, {"content_bytes", u.content_bytes},
+                         {"content_file_bytes", u.content_file_bytes}, {"text_bytes", u.text_bytes}};
       std::printf("%s\n", out.dump(2).c_str());
     } else {
       std::printf("\n\n");
@@ -180,8 +192,8 @@ int cmd_generate(int argc, char** argv) {
         std::printf("%s\n", nd > 0 ? "" : " none");
       }
       if (have_mem)
-        std::printf("memory: %lld documents, %lld tokens, %lld chunks/layer; device tier (routing keys) %.2f MiB, "
-                    "host tier (K/V pages) %.2f MiB\n",
+        std::printf("memory: %lld documents, %lld tokens, %lld chunks/layer; routing tier (routing keys) %.2f MiB, "
+                    "content tier (K/V pages) %.2f MiB\n",
                     static_cast<long long>(u.n_documents), static_cast<long long>(u.n_tokens),
                     static_cast<long long>(u.n_chunks), static_cast<double>(u.routing_bytes) / 1048576.0,
                     static_cast<double>(u.content_bytes) / 1048576.0);
@@ -197,7 +209,8 @@ int cmd_generate(int argc, char** argv) {
 }
 
 int cmd_route(int argc, char** argv) {
-  const char* usage = "route --model DIR (--docs FILE | --memory BANK) --prompt TEXT [--top-k N] [--json]";
+  const char* usage =
+      "route --model DIR (--docs FILE | --memory BANK) --prompt TEXT [--top-k N] [--json] [--device cpu|cuda|cuda:N]";
   cli::Args a(argc, argv);
   Common c;
   if (int rc = parse_common("route", a, usage, false, &c)) return rc;
@@ -211,7 +224,7 @@ int cmd_route(int argc, char** argv) {
     if (st != MSA_OK) {
       rc = cli::fail("route", st);
     } else if (c.json) {
-      std::printf("%s\n", nlohmann::json({{"layers", layers_json(r)}}).dump(2).c_str());
+      std::printf("%s\n", nlohmann::json({{"layers", layers_json(r)}, {"model", model_json(model)}}).dump(2).c_str());
     } else {
       print_layers(r);
     }

@@ -10,10 +10,12 @@
 #include "commands.h"
 
 int cmd_logits(int argc, char** argv) {
-  const char* usage = "logits --model DIR --tokens 1,2,3";
+  const char* usage = "logits --model DIR --tokens 1,2,3 [--device cpu|cuda|cuda:N]";
   cli::Args a(argc, argv);
   std::string dir = a.get("--model");
   std::string toks = a.get("--tokens");
+  cli::Device dev;
+  if (int rc = cli::device_option("logits", a, usage, &dev)) return rc;
   if (int rc = cli::check_args("logits", a, usage)) return rc;
   if (dir.empty() || toks.empty()) return cli::usage_error("logits", "--model and --tokens are required", usage);
   std::vector<int32_t> ids;
@@ -29,15 +31,11 @@ int cmd_logits(int argc, char** argv) {
     ids.push_back(static_cast<int32_t>(v));
     pos = comma + 1;
   }
-  msa_model_params p;
-  msa_model_params_init(&p);
-  p.load_tokenizer = 0;
   msa_model* m = nullptr;
-  msa_status st = msa_model_load(dir.c_str(), &p, &m);
-  if (st != MSA_OK) return cli::fail("logits", st);
+  if (int rc = cli::load_model("logits", dir, dev, false, &m)) return rc;
   msa_model_desc d;
   d.struct_size = sizeof d;
-  st = msa_model_info(m, &d);
+  msa_status st = msa_model_info(m, &d);
   std::vector<float> logits(static_cast<size_t>(d.vocab_size));
   if (st == MSA_OK)
     st = msa_model_logits(m, ids.data(), static_cast<int32_t>(ids.size()), logits.data(), d.vocab_size);

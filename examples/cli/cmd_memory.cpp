@@ -1,5 +1,6 @@
 // msa memory info|verify|add|rm|compact BANK: inspect and change a bank directory. info and verify need no
-// model (a bank describes itself: dtype, shapes, fingerprint); add / rm / compact open the bank for --model.
+// model (a bank describes itself: dtype, shapes, fingerprint); add / rm / compact open the bank for --model
+// (on --device).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,11 +19,13 @@ const char* kUsage =
     "       memory verify BANK                                full checksum pass (exit 1 naming the section)\n"
     "       memory add BANK --model DIR --docs FILE [--commit-every N]\n"
     "       memory rm BANK --model DIR ID...                  tombstone documents\n"
-    "       memory compact BANK --model DIR                   rewrite without tombstones";
+    "       memory compact BANK --model DIR                   rewrite without tombstones\n"
+    "       (add, rm and compact also take --device cpu|cuda|cuda:N)";
 
 struct Parsed {
   std::vector<std::string> positional;
-  std::string model, docs, every = "256";
+  std::string model, docs, every = "256", device;
+  bool device_given = false;
   bool json = false;
   std::string error;
 };
@@ -44,6 +47,9 @@ Parsed parse(int argc, char** argv) {
       value(&p.docs);
     } else if (a == "--commit-every") {
       value(&p.every);
+    } else if (a == "--device") {
+      value(&p.device);
+      p.device_given = true;
     } else if (a == "--json") {
       p.json = true;
     } else if (a.size() > 1 && a[0] == '-' && a[1] == '-') {
@@ -54,8 +60,6 @@ Parsed parse(int argc, char** argv) {
   }
   return p;
 }
-
-const char* dtype_name(int32_t t) { return t == MSA_PAGE_F32 ? "f32" : t == MSA_PAGE_BF16 ? "bf16" : "int8"; }
 
 int info(const std::string& bank, bool verify, bool json) {
   const char* cmd = verify ? "memory verify" : "memory info";
@@ -75,7 +79,7 @@ int info(const std::string& bank, bool verify, bool json) {
   if (json) {
     nlohmann::json j = {
         {"format_version", d.format_version}, {"generation", d.generation}, {"segments", d.n_segments},
-        {"page_dtype", dtype_name(d.page_dtype)}, {"documents", d.n_documents}, {"removed", d.n_removed},
+        {"page_dtype", cli::page_dtype_name(d.page_dtype)}, {"documents", d.n_documents}, {"removed", d.n_removed},
         {"chunks_per_layer", d.n_chunks}, {"tokens", d.n_tokens}, {"routing_bytes", d.routing_bytes},
         {"content_bytes", d.content_bytes}, {"text_bytes", d.text_bytes}, {"file_bytes", d.file_bytes},
         {"checksums", "manifest, headers, tables, routing keys verified; content pages verified on read"},
@@ -94,10 +98,10 @@ int info(const std::string& bank, bool verify, bool json) {
               static_cast<long long>(d.n_removed));
   std::printf("tokens          %lld; %lld chunks per router layer\n", static_cast<long long>(d.n_tokens),
               static_cast<long long>(d.n_chunks));
-  std::printf("page dtype      %s\n", dtype_name(d.page_dtype));
-  std::printf("routing keys    %.3f MiB (device tier: read into RAM at open)\n",
+  std::printf("page dtype      %s\n", cli::page_dtype_name(d.page_dtype));
+  std::printf("routing keys    %.3f MiB (routing tier: read into RAM at open)\n",
               static_cast<double>(d.routing_bytes) / 1048576.0);
-  std::printf("content pages   %.3f MiB compressed (host tier: mapped, decompressed on use)\n",
+  std::printf("content pages   %.3f MiB compressed (content tier: mapped, decompressed on use)\n",
               static_cast<double>(d.content_bytes) / 1048576.0);
   std::printf("texts           %.3f MiB; files %.3f MiB in all\n", static_cast<double>(d.text_bytes) / 1048576.0,
               static_cast<double>(d.file_bytes) / 1048576.0);
@@ -126,7 +130,7 @@ int cmd_memory(int argc, char** argv) {
   if (p.positional.empty()) return cli::usage_error(cmd.c_str(), "BANK is required", kUsage);
   const std::string bank = p.positional[0];
   if (sub == "info" || sub == "verify") {
-    if (p.positional.size() != 1 || !p.model.empty() || !p.docs.empty())
+    if (p.positional.size() != 1 || !p.model.empty() || !p.docs.empty() || p.device_given)
       return cli::usage_error(cmd.c_str(), "info/verify take only BANK (no model needed)", kUsage);
     return info(bank, sub == "verify", p.json);
   }
@@ -134,6 +138,9 @@ int cmd_memory(int argc, char** argv) {
     return cli::usage_error("memory", "unknown subcommand '" + sub + "'", kUsage);
   }
   if (p.model.empty()) return cli::usage_error(cmd.c_str(), "--model is required", kUsage);
+  cli::Device dev;
+  if (p.device_given)
+    if (int rc = cli::device_value(cmd.c_str(), p.device, kUsage, &dev)) return rc;
   std::vector<uint64_t> ids;
   cli::DocFile docs;
   long every = 0;
@@ -161,9 +168,9 @@ int cmd_memory(int argc, char** argv) {
     }
   }
   msa_model* model = nullptr;
-  msa_status st = msa_model_load(p.model.c_str(), nullptr, &model);
-  if (st != MSA_OK) return cli::fail(cmd.c_str(), st);
+  if (int rc = cli::load_model(cmd.c_str(), p.model, dev, true, &model)) return rc;
   msa_memory* mem = nullptr;
+  msa_status st = MSA_OK;
   int rc = cli::open_memory(cmd.c_str(), model, bank, &mem, false);
   if (rc == 0) {
     if (sub == "add") {

@@ -15,7 +15,9 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"info", cmd_info, "info --model DIR                       print the configuration and parameter count"},
+    {"info", cmd_info,
+     "info --model DIR [--memory BANK]      configuration, parameter count, backend and device; with --memory\n"
+     "           the bank's bytes per tier (routing index in RAM / on the device, content pages, texts)"},
     {"logits", cmd_logits, "logits --model DIR --tokens 1,2,3       top-5 logits of the last position"},
     {"init-model", cmd_init_model,
      "init-model --preset micro|tiny|msa-4b-shape [--seed N] [--tokenizer DIR] [--msa-config JSON] --out DIR"},
@@ -39,6 +41,10 @@ int usage(FILE* out) {
                msa_version());
   for (const Command& c : kCommands) std::fprintf(out, "  %s\n", c.help);
   std::fprintf(out, "  version                                 print the library version\n");
+  std::fprintf(out,
+               "\nthe commands that load a model (info, logits, generate, route, encode, memory add|rm|compact) take\n"
+               "  --device cpu|cuda|cuda:N  where it runs (default cpu; the environment variable MSA_BACKEND\n"
+               "                            overrides the CPU backend by a backend name)\n");
   return out == stderr ? 2 : 0;
 }
 

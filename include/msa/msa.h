@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define MSA_VERSION_MAJOR 0
-#define MSA_VERSION_MINOR 1
+#define MSA_VERSION_MINOR 2
 #define MSA_VERSION_PATCH 0
 /* The header's packed version, comparable with msa_version_number(). */
 #define MSA_VERSION_NUMBER (MSA_VERSION_MAJOR * 10000 + MSA_VERSION_MINOR * 100 + MSA_VERSION_PATCH)
@@ -163,8 +163,11 @@ typedef struct msa_model_params {
   uint32_t struct_size;   /* sizeof(msa_model_params), set by msa_model_params_init */
   int32_t n_threads;      /* CPU threads of this model's work (its own pool), at most MSA_MAX_THREADS; 0
                              (default): the shared process pool of all hardware threads (or MSA_NUM_THREADS) */
-  int32_t backend;        /* msa_backend; default MSA_BACKEND_CPU */
+  int32_t backend;        /* msa_backend; default MSA_BACKEND_CPU. The environment variable MSA_BACKEND, when
+                             set, overrides MSA_BACKEND_CPU by a backend name ("cpu", "cpu-scalar", "cuda",
+                             and in test builds "cpu-guarded") */
   int32_t load_tokenizer; /* non-zero (default): tokenizer.json must be present and is loaded */
+  int32_t device;         /* GPU index for MSA_BACKEND_CUDA (default 0); must be 0 for the CPU (added in 0.2) */
 } msa_model_params;
 
 /* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a
@@ -175,7 +178,10 @@ MSA_API void msa_model_params_init(msa_model_params *params);
  * tokenizer.json). `params` may be NULL for defaults. On success *out_model owns the model; release it
  * with msa_model_free. On failure *out_model is NULL and nothing is left running (threads already started
  * for the model's pool are stopped and joined).
- * Errors: MSA_ERR_INVALID_ARGUMENT (NULL dir/out_model, unknown backend, n_threads < 0 or > MSA_MAX_THREADS),
+ * The weights are prepared on the backend once here (a GPU backend uploads them).
+ * Errors: MSA_ERR_INVALID_ARGUMENT (NULL dir/out_model, unknown backend value, n_threads < 0 or > MSA_MAX_THREADS,
+ * device < 0, or device != 0 with the CPU backend), MSA_ERR_UNSUPPORTED (a backend this build does not have, an
+ * unknown MSA_BACKEND name), MSA_ERR_NO_DEVICE (MSA_BACKEND_CUDA without a usable GPU `device`),
  * MSA_ERR_IO, MSA_ERR_CONFIG (also a count above its limit: num_hidden_layers > MSA_MAX_LAYERS, vocab_size >
  * MSA_MAX_VOCAB), MSA_ERR_BAD_HEADER, MSA_ERR_TRUNCATED, MSA_ERR_TENSOR_OVERLAP, MSA_ERR_DTYPE,
  * MSA_ERR_MISSING_TENSOR (also: the config has more layers than the weights), MSA_ERR_UNEXPECTED_TENSOR,
@@ -207,6 +213,10 @@ typedef struct msa_model_desc {
   double rms_norm_eps;
   char weight_dtype[16];     /* "BF16", "F16", "F32" (of the projection weights) */
   char aux_loss_method[32];  /* as written in msa_config, truncated */
+  /* added in 0.2: where the model runs */
+  char backend[32];          /* backend name: "cpu-avx2", "cpu-scalar", "cuda", "cpu-guarded" */
+  char device[128];          /* the device, e.g. "CPU (cpu-avx2, 2 threads)", "NVIDIA H100 80GB HBM3, 79.1 GiB" */
+  int64_t device_weight_bytes; /* weights copied to device memory (0: the CPU reads the mapped file in place) */
 } msa_model_desc;
 
 /* Fills `info` up to info->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that is
@@ -365,7 +375,10 @@ MSA_API void msa_detokenizer_free(msa_detokenizer *detokenizer);
 
 /* ================================================================ memory banks
  * A memory bank holds a corpus encoded once by the model (MSA stage 1): per document its text and token
- * count, and per router layer the pooled routing keys (device tier) and pooled K/V pages (host tier).
+ * count, and per router layer the pooled routing keys (the routing tier: kept in RAM and made resident on the
+ * model's backend — GPU memory with MSA_BACKEND_CUDA, the RAM copy itself on the CPU) and the pooled K/V pages
+ * (the content tier: host RAM or compressed in the mapped bank files; the selected documents' pages are staged
+ * and moved per router layer).
  * Thread-safety: a bank may be read by several threads at once (msa_generate, msa_route, msa_memory_stats,
  * msa_memory_verify, msa_memory_document_state); msa_memory_add_documents, _save, _remove_documents and
  * _compact take the bank's writer lock and wait for running readers. A bank must not be
@@ -469,7 +482,7 @@ typedef struct msa_memory_file_desc {
   int64_t n_chunks;            /* per router layer, tombstoned documents included */
   int64_t n_tokens;            /* of the live documents */
   int64_t routing_bytes;       /* routing keys (+ scales) of every router layer: the RAM ("device") tier */
-  int64_t content_bytes;       /* compressed content pages in the files: the host tier */
+  int64_t content_bytes;       /* compressed content pages in the files: the content tier */
   int64_t text_bytes;
   int64_t file_bytes;          /* all files the manifest references, MANIFEST included */
   int32_t content_verified;    /* 1 when every content page was checked (verify != 0) */
@@ -529,12 +542,16 @@ typedef struct msa_memory_usage {
   int64_t n_documents;
   int64_t n_chunks;       /* pooled chunks per router layer */
   int64_t n_tokens;       /* encoded tokens of all documents */
-  int64_t routing_bytes;  /* device tier: routing keys of all router layers */
-  int64_t content_bytes;  /* host tier: pooled K/V pages of all router layers */
+  int64_t routing_bytes;  /* routing tier: routing keys + chunk maps of all router layers, in RAM */
+  int64_t content_bytes;  /* content tier: pooled K/V pages of all router layers (RAM + mapped files) */
   int64_t text_bytes;     /* document texts kept for Memory Interleave */
   int64_t n_removed;      /* tombstoned documents (not in n_documents) */
   int64_t content_file_bytes; /* part of content_bytes left compressed in mapped files (the rest is in RAM) */
   int32_t page_dtype;     /* msa_page_dtype */
+  /* added in 0.2: the routing tier as the model's backend holds it */
+  int64_t routing_device_bytes; /* device memory holding the routing index (0 on the CPU backend, which scans
+                                   the bank's RAM copy in place; the index is made resident by the first
+                                   msa_generate/msa_route, or by this call) */
 } msa_memory_usage;
 
 /* Fills `usage` up to usage->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that

@@ -1,11 +1,96 @@
 #include "backend/backend.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
-
 namespace msa {
+
+// ------------------------------------------------------------------------------------------------ DeviceBuffer
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    reset();
+    be_ = o.be_;
+    p_ = o.p_;
+    bytes_ = o.bytes_;
+    staging_ = o.staging_;
+    o.be_ = nullptr;
+    o.p_ = nullptr;
+    o.bytes_ = 0;
+    o.staging_ = false;
+  }
+  return *this;
+}
+
+void DeviceBuffer::reset() noexcept {
+  if (p_ != nullptr && be_ != nullptr) {
+    if (staging_) {
+      be_->free_staging_raw(p_, bytes_);
+    } else {
+      be_->free_device_raw(p_, bytes_);
+    }
+  }
+  be_ = nullptr;
+  p_ = nullptr;
+  bytes_ = 0;
+  staging_ = false;
+}
+
+// ------------------------------------------------------------------------------------------------ Backend
+
+std::string Backend::device_description() const { return name(); }
+
+Status Backend::alloc(size_t bytes, DeviceBuffer* out) { return alloc_kind(bytes, false, out); }
+
+Status Backend::alloc_staging(size_t bytes, DeviceBuffer* out) { return alloc_kind(bytes, true, out); }
+
+Status Backend::alloc_kind(size_t bytes, bool staging, DeviceBuffer* out) {
+  const char* what = staging ? "staging" : "device";
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, name(), ": alloc (", what, "): out is null");
+  out->reset();
+  if (bytes == 0) return Status::Ok();
+  Status error = Status::Ok();
+  void* p = staging ? alloc_staging_raw(bytes, &error) : alloc_device_raw(bytes, &error);
+  if (p == nullptr) {
+    if (!error.ok()) return error;
+    return Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes of ", what, " memory");
+  }
+  out->be_ = this;
+  out->p_ = p;
+  out->bytes_ = bytes;
+  out->staging_ = staging;
+  return Status::Ok();
+}
+
+Status Backend::ensure(DeviceBuffer* buf, size_t bytes) {
+  if (buf->bytes() >= bytes && (bytes == 0 || buf->backend() == this)) return Status::Ok();
+  // Grow geometrically so that a slowly growing batch does not reallocate every call.
+  const size_t grown = buf->backend() == this ? std::max(bytes, buf->bytes() + buf->bytes() / 2) : bytes;
+  return alloc(grown, buf);
+}
+
+void* Backend::alloc_staging_raw(size_t bytes, Status* error) {
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) {
+    *error = Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes of host staging memory");
+  }
+  return p;
+}
+
+void Backend::free_staging_raw(void* p, size_t) noexcept { std::free(p); }
+
+Status Backend::prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage) {
+  *out = host;
+  storage->reset();
+  if (host.data == nullptr) return Status::Ok();
+  const size_t bytes = static_cast<size_t>(host.nbytes());
+  MSA_RETURN_IF_ERROR(alloc(bytes, storage));
+  MSA_RETURN_IF_ERROR(upload(storage->data(), host.data, bytes));
+  out->data = storage->data();
+  return Status::Ok();
+}
 
 void compute_rope_table(const int32_t* positions, int64_t n_tokens, int64_t head_dim, double theta, float* cos,
                         float* sin) {
@@ -26,11 +111,6 @@ void compute_rope_table(const int32_t* positions, int64_t n_tokens, int64_t head
       sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
-}
-
-Backend* default_backend() {
-  static CpuBackend backend;
-  return &backend;
 }
 
 }  // namespace msa

@@ -41,71 +41,59 @@ int64_t mlp_rows_for(int64_t n) {
   return n;  // one sub-batch (more scratch, same arithmetic)
 }
 
-// Pools K, V and routing keys of every document of a packed batch at the router layers. A sentinel status
-// stops the forward after the last router layer (later layers do not contribute to the memory).
+// Pools K, V and routing keys of every document of a packed batch at the router layers, on the backend, into
+// one [total chunks, width] buffer per (router slot, kind) — downloaded once per batch (Encoder::encode_batch).
+// The forward stops after the last router layer (ForwardOptions::last_layer).
 class PoolingObserver final : public ForwardObserver {
  public:
-  PoolingObserver(const Model& model, const std::vector<int64_t>& offsets, const std::vector<int64_t>& lengths,
-                  PooledDocument* out)
-      : model_(model), offsets_(offsets), lengths_(lengths), out_(out) {
-    const ModelConfig& c = model.config();
+  PoolingObserver(const DeviceModel& dm, const std::vector<int64_t>& offsets, const std::vector<int64_t>& lengths,
+                  const std::vector<int64_t>& chunk_offsets, PoolBuffers* bufs)
+      : dm_(dm), offsets_(offsets), lengths_(lengths), chunk_offsets_(chunk_offsets), bufs_(bufs) {
+    const ModelConfig& c = dm.config();
     slot_of_layer_.assign(static_cast<size_t>(c.num_hidden_layers), -1);
     for (size_t s = 0; s < c.msa.router_layers.size(); ++s) {
       slot_of_layer_[static_cast<size_t>(c.msa.router_layers[s])] = static_cast<int>(s);
     }
-    last_router_layer_ = c.msa.router_layers.empty() ? -1 : c.msa.router_layers.back();
   }
-
-  bool finished() const { return finished_; }
 
   Status before_attention(const LayerActivations& act, LayerKV*) override {
     const int slot = slot_of_layer_[static_cast<size_t>(act.layer)];
     if (slot < 0) return Status::Ok();
-    const ModelConfig& c = model_.config();
+    const ModelConfig& c = dm_.config();
+    Backend* be = act.backend;
     const int64_t width = c.num_key_value_heads * c.head_dim;
     const int64_t pool = c.msa.pooling_kernel_size;
     const bool decouple = c.msa.decouple_router;
+    float* pk = bufs_->k[static_cast<size_t>(slot)].as<float>();
+    float* pv = bufs_->v[static_cast<size_t>(slot)].as<float>();
+    float* prk = bufs_->rk[static_cast<size_t>(slot)].as<float>();
     if (decouple) {
-      const TensorView& rk = model_.weights().layers[static_cast<size_t>(act.layer)].router_k;
+      const TensorView& rk = dm_.weights().views().layers[static_cast<size_t>(act.layer)].router_k;
       if (rk.empty()) {
         return Error(StatusCode::kMissingTensor, "router layer ", act.layer, " has no router_k_proj weight");
       }
-      rk_.resize(static_cast<size_t>(act.n_tokens * width));
-      MSA_RETURN_IF_ERROR(act.backend->matmul(act.a, act.n_tokens, rk, rk_.data()));
+      MSA_RETURN_IF_ERROR(be->ensure(&bufs_->rk_rows, static_cast<size_t>(act.n_tokens * width) * sizeof(float)));
+      MSA_RETURN_IF_ERROR(be->matmul(act.a, act.n_tokens, rk, bufs_->rk_rows.as<float>()));
     }
     for (size_t j = 0; j < offsets_.size(); ++j) {
-      PooledDocument& pd = out_[j];
-      const int64_t off = offsets_[j] * width, len = lengths_[j];
-      float* k = pd.k[static_cast<size_t>(slot)].data();
-      float* v = pd.v[static_cast<size_t>(slot)].data();
-      std::vector<float>& r = pd.rk[static_cast<size_t>(slot)];
-      act.backend->mean_pool(act.k + off, len, width, pool, k);
-      act.backend->mean_pool(act.v + off, len, width, pool, v);
-      if (decouple) {
-        act.backend->mean_pool(rk_.data() + off, len, width, pool, r.data());
-      } else {
-        std::copy(k, k + pd.n_chunks * width, r.begin());
-      }
-      if (c.msa.normalize_routing()) {
-        l2_normalize_heads(r.data(), pd.n_chunks * c.num_key_value_heads, c.head_dim);
-      }
+      const int64_t off = offsets_[j] * width, len = lengths_[j], out = chunk_offsets_[j] * width;
+      be->mean_pool(act.k + off, len, width, pool, pk + out);
+      be->mean_pool(act.v + off, len, width, pool, pv + out);
+      if (decouple) be->mean_pool(bufs_->rk_rows.as<float>() + off, len, width, pool, prk + out);
     }
-    if (act.layer == last_router_layer_) {
-      finished_ = true;
-      return Status(StatusCode::kCancelled, "encoder: last router layer pooled");  // sentinel, see encode_batch
-    }
+    const int64_t n_chunks = chunk_offsets_.back();
+    if (!decouple) MSA_RETURN_IF_ERROR(be->copy(prk, pk, static_cast<size_t>(n_chunks * width) * sizeof(float)));
+    if (c.msa.normalize_routing()) be->l2_normalize(prk, n_chunks * c.num_key_value_heads, c.head_dim);
     return Status::Ok();
   }
 
  private:
-  const Model& model_;
+  const DeviceModel& dm_;
   const std::vector<int64_t>& offsets_;
   const std::vector<int64_t>& lengths_;
-  PooledDocument* out_;
+  const std::vector<int64_t>& chunk_offsets_;
+  PoolBuffers* bufs_;
   std::vector<int> slot_of_layer_;
-  int last_router_layer_ = -1;
-  bool finished_ = false;
-  std::vector<float> rk_;
 };
 
 }  // namespace
@@ -118,24 +106,40 @@ std::string format_memory_document(uint64_t id, std::string_view text) {
   return s;
 }
 
-Status compute_template_prefix(const Model& model, Backend* backend, std::vector<std::vector<float>>* k,
+Status compute_template_prefix(const DeviceModel& dm, std::vector<std::vector<float>>* k,
                                std::vector<std::vector<float>>* v) {
   std::vector<int32_t> head;
-  MSA_RETURN_IF_ERROR(template_head_ids(model, &head));
-  return compute_template_kv(model, head, backend, k, v);
+  MSA_RETURN_IF_ERROR(template_head_ids(dm.model(), &head));
+  return compute_template_kv(dm.weights(), head, k, v);
 }
 
-Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out, PageDType dtype) {
+Status create_memory_bank(const DeviceModel& dm, std::unique_ptr<MemoryBank>* out, PageDType dtype) {
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "create_memory_bank: out is null");
+  const Model& model = dm.model();
   std::vector<std::vector<float>> k, v;
-  MSA_RETURN_IF_ERROR(compute_template_prefix(model, backend, &k, &v));
+  MSA_RETURN_IF_ERROR(compute_template_prefix(dm, &k, &v));
   MSA_RETURN_IF_ERROR(MemoryBank::create(model.config(), std::move(k), std::move(v), out, dtype));
   (*out)->set_fingerprint(model_fingerprint(model));
   return Status::Ok();
 }
 
+Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out, PageDType dtype) {
+  std::unique_ptr<DeviceModel> dm;
+  MSA_RETURN_IF_ERROR(DeviceModel::create(model, backend, &dm));
+  return create_memory_bank(*dm, out, dtype);
+}
+
+Encoder::Encoder(const DeviceModel& dm, EncoderOptions options)
+    : model_(dm.model()), dm_(&dm), options_(std::move(options)) {
+  kv_.init(model_.config(), dm.backend());
+}
+
 Encoder::Encoder(const Model& model, EncoderOptions options) : model_(model), options_(std::move(options)) {
-  kv_.init(model.config());
+  init_ = DeviceModel::create(model, options_.backend, &owned_);
+  if (init_.ok()) {
+    dm_ = owned_.get();
+    kv_.init(model_.config(), dm_->backend());
+  }
 }
 
 Status Encoder::encode_batch(const std::vector<std::vector<int32_t>>& tokens, size_t first, size_t count,
@@ -164,8 +168,24 @@ Status Encoder::encode_batch(const std::vector<std::vector<int32_t>>& tokens, si
     }
   }
 
-  PooledDocument* pooled = out->pooled.data() + first;
-  PoolingObserver obs(model_, offsets, lengths, pooled);
+  // Chunk offsets of the batch's documents in the pooled buffers.
+  const int64_t width = c.num_key_value_heads * c.head_dim;
+  std::vector<int64_t> chunk_offsets{0};
+  for (size_t j = 0; j < count; ++j) chunk_offsets.push_back(chunk_offsets.back() + out->pooled[first + j].n_chunks);
+  const int64_t n_chunks = chunk_offsets.back();
+  const size_t n_slots = c.msa.router_layers.size();
+  Backend* be = dm_->backend();
+  pool_.k.resize(n_slots);
+  pool_.v.resize(n_slots);
+  pool_.rk.resize(n_slots);
+  const size_t bytes = static_cast<size_t>(n_chunks * width) * sizeof(float);
+  for (size_t s = 0; s < n_slots; ++s) {
+    MSA_RETURN_IF_ERROR(be->ensure(&pool_.k[s], bytes));
+    MSA_RETURN_IF_ERROR(be->ensure(&pool_.v[s], bytes));
+    MSA_RETURN_IF_ERROR(be->ensure(&pool_.rk[s], bytes));
+  }
+
+  PoolingObserver obs(*dm_, offsets, lengths, chunk_offsets, &pool_);
   ForwardBatch b;
   b.tokens = ids.data();
   b.positions = pos.data();
@@ -175,18 +195,32 @@ Status Encoder::encode_batch(const std::vector<std::vector<int32_t>>& tokens, si
   o.logits = LogitsMode::kNone;
   o.keep_kv = false;
   o.observer = &obs;
-  o.backend = options_.backend;
+  o.last_layer = c.msa.router_layers.back();
+  o.stop_before_attention = true;  // pooling happens in the hook; the layer's attention and MLP would be wasted
   o.mlp_chunk_rows = mlp_rows_for(b.n_tokens);
   kv_.clear();
-  Status s = forward(model_.weights(), c, b, &kv_, o, &workspace_, nullptr, 0);
-  if (!s.ok() && !(obs.finished() && s.code() == StatusCode::kCancelled)) return s;
-  if (!obs.finished()) return Error(StatusCode::kInternal, "encoder: the forward never reached the last router layer");
+  MSA_RETURN_IF_ERROR(forward(dm_->weights(), b, &kv_, o, &workspace_, nullptr, 0));
+
+  // One download per (slot, kind) for the whole batch, then split per document on the host.
+  for (size_t s = 0; s < n_slots; ++s) {
+    const DeviceBuffer* src[3] = {&pool_.k[s], &pool_.v[s], &pool_.rk[s]};
+    for (int kind = 0; kind < 3; ++kind) {
+      host_.resize(static_cast<size_t>(n_chunks * width));
+      MSA_RETURN_IF_ERROR(be->download(host_.data(), src[kind]->data(), bytes));
+      for (size_t j = 0; j < count; ++j) {
+        PooledDocument& pd = out->pooled[first + j];
+        std::vector<float>& dst = kind == 0 ? pd.k[s] : kind == 1 ? pd.v[s] : pd.rk[s];
+        std::copy_n(host_.data() + chunk_offsets[j] * width, pd.n_chunks * width, dst.begin());
+      }
+    }
+  }
   return Status::Ok();
 }
 
 Status Encoder::encode(const std::vector<std::string_view>& texts, const std::vector<uint64_t>& ids,
                        EncodedDocuments* out) {
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "encode: out is null");
+  MSA_RETURN_IF_ERROR(init_);
   const Tokenizer* tok = model_.tokenizer();
   if (tok == nullptr) {
     return Error(StatusCode::kInvalidArgument, "encode: the model was loaded without its tokenizer");

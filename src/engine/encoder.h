@@ -30,10 +30,17 @@
 #include "backend/backend.h"
 #include "core/status.h"
 #include "memory/memory_bank.h"
+#include "model/device_model.h"
 #include "model/forward.h"
 #include "model/model.h"
 
 namespace msa {
+
+// Backend buffers of one packed batch's pooled pages: per router slot, [chunks of the batch, width] each.
+struct PoolBuffers {
+  std::vector<DeviceBuffer> k, v, rk;
+  DeviceBuffer rk_rows;  // router_k_proj(a) of the batch's tokens (decouple_router)
+};
 
 struct EncodeProgress {
   int64_t documents_done = 0;
@@ -48,7 +55,8 @@ using EncodeProgressFn = std::function<int(const EncodeProgress&)>;
 
 struct EncoderOptions {
   int64_t batch_tokens = 4096;  // token budget of one packed forward call (> 0)
-  Backend* backend = nullptr;   // null: default_backend()
+  Backend* backend = nullptr;   // Encoder(const Model&) only: the backend to run on (null: one of its own from
+                                // the registry's default)
   EncodeProgressFn progress;    // may be empty
 };
 
@@ -63,18 +71,25 @@ std::string format_memory_document(uint64_t id, std::string_view text);
 
 // Template-prefix K/V of every layer (spec §4.6): [151644, 872, 198] at positions 0,1,2, run alone, keep_kv.
 // k/v: one [3 * width] vector per decoder layer. Errors: kInvalidArgument (no tokenizer), forward errors.
-Status compute_template_prefix(const Model& model, Backend* backend, std::vector<std::vector<float>>* k,
+Status compute_template_prefix(const DeviceModel& model, std::vector<std::vector<float>>* k,
                                std::vector<std::vector<float>>* v);
 
 // A new, empty memory bank for `model` (its template prefix computed here, its fingerprint set from the model)
 // holding pages in `dtype`. backend null: default.
 // Errors: kInvalidArgument (no tokenizer, a checkpoint without router layers: see MemoryBank::create),
 // forward errors.
+Status create_memory_bank(const DeviceModel& model, std::unique_ptr<MemoryBank>* out,
+                          PageDType dtype = PageDType::kF32);
+// As above on `backend` (null: a backend of its own from the registry's default), weights prepared for the call.
 Status create_memory_bank(const Model& model, Backend* backend, std::unique_ptr<MemoryBank>* out,
                           PageDType dtype = PageDType::kF32);
 
 class Encoder {
  public:
+  // Runs on dm's backend (options.backend is ignored); dm must outlive the encoder.
+  explicit Encoder(const DeviceModel& dm, EncoderOptions options = EncoderOptions());
+  // Convenience: binds `model` to options.backend (null: a backend of its own) for this encoder. A failure
+  // to prepare the weights is reported by the first encode/add_documents.
   explicit Encoder(const Model& model, EncoderOptions options = EncoderOptions());
   Encoder(const Encoder&) = delete;
   Encoder& operator=(const Encoder&) = delete;
@@ -108,9 +123,14 @@ class Encoder {
                       EncodedDocuments* out);
 
   const Model& model_;
+  std::unique_ptr<DeviceModel> owned_;
+  const DeviceModel* dm_ = nullptr;
+  Status init_ = Status::Ok();
   EncoderOptions options_;
   ForwardWorkspace workspace_;
   KVContext kv_;
+  PoolBuffers pool_;
+  std::vector<float> host_;
 };
 
 }  // namespace msa

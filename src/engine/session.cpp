@@ -33,115 +33,90 @@ const char* stop_reason_name(StopReason r) {
 namespace {
 
 // Stage-2 routing at the router layers (spec §5.1-5.5): router queries of the routing rows -> scores of every
-// document -> top-k -> all chunks of the selected documents (ascending id, chunks in order) inserted after the
-// template rows of the layer's prefix.
+// document -> top-k (all on the backend, router.h) -> all chunks of the selected documents (ascending id, chunks
+// in order) inserted after the template rows of the layer's prefix: their raw pages are staged by the bank into
+// host staging memory in one call, uploaded in one transfer and decoded on the backend.
 class RoutingObserver final : public ForwardObserver {
  public:
-  RoutingObserver(const Model& model, const MemoryBank* bank, const std::vector<int64_t>& rows, int64_t doc_top_k,
-                  bool record_scores, bool stop_after_last)
-      : model_(model), bank_(bank), rows_(rows), k_(doc_top_k), record_scores_(record_scores),
-        stop_after_last_(stop_after_last) {
-    const ModelConfig& c = model.config();
+  RoutingObserver(const DeviceModel& dm, const MemoryBank* bank, const ResidentBank* resident, const int32_t* rows,
+                  int64_t n_rows, int64_t doc_top_k, bool record_scores, SessionScratch* scratch)
+      : dm_(dm), bank_(bank), resident_(resident), rows_(rows), n_rows_(n_rows), k_(doc_top_k),
+        record_scores_(record_scores), scratch_(scratch) {
+    const ModelConfig& c = dm.config();
     slot_of_layer_.assign(static_cast<size_t>(c.num_hidden_layers), -1);
     for (size_t s = 0; s < c.msa.router_layers.size(); ++s) {
       slot_of_layer_[static_cast<size_t>(c.msa.router_layers[s])] = static_cast<int>(s);
     }
-    last_router_layer_ = c.msa.router_layers.empty() ? -1 : c.msa.router_layers.back();
   }
 
   std::vector<LayerRouting> routing;
-  bool finished() const { return finished_; }
 
   Status before_attention(const LayerActivations& act, LayerKV* kv) override {
     const int slot = slot_of_layer_[static_cast<size_t>(act.layer)];
     if (slot < 0) return Status::Ok();
     LayerRouting lr;
     lr.layer = act.layer;
-    if (bank_ != nullptr && bank_->n_live_documents() > 0 && !rows_.empty()) {
-      MSA_RETURN_IF_ERROR(route_layer(act, slot, kv, &lr));
+    if (bank_ != nullptr && bank_->n_live_documents() > 0 && n_rows_ > 0) {
+      MSA_RETURN_IF_ERROR(route_layer_and_inject(act, slot, kv, &lr));
     }
     routing.push_back(std::move(lr));
-    if (stop_after_last_ && act.layer == last_router_layer_) {
-      finished_ = true;
-      return Status(StatusCode::kCancelled, "route: last router layer routed");  // sentinel, see prefill()
-    }
     return Status::Ok();
   }
 
  private:
-  Status route_layer(const LayerActivations& act, int slot, LayerKV* kv, LayerRouting* lr) {
-    const ModelConfig& c = model_.config();
-    const MsaConfig& m = c.msa;
-    const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, d = c.head_dim;
-    const int64_t qw = hq * d, width = hkv * d, hidden = c.hidden_size;
-    const int64_t nr = static_cast<int64_t>(rows_.size());
-
-    // Router queries Qr [nr, n_heads * head_dim].
-    qr_.resize(static_cast<size_t>(nr * qw));
-    if (m.decouple_router) {
-      const TensorView& w = model_.weights().layers[static_cast<size_t>(act.layer)].router_q;
-      if (w.empty()) return Error(StatusCode::kMissingTensor, "router layer ", act.layer, " has no router_q_proj");
-      gathered_.resize(static_cast<size_t>(nr * hidden));
-      for (int64_t i = 0; i < nr; ++i) {
-        std::copy_n(act.a + rows_[static_cast<size_t>(i)] * hidden, hidden, gathered_.data() + i * hidden);
-      }
-      MSA_RETURN_IF_ERROR(act.backend->matmul(gathered_.data(), nr, w, qr_.data()));
-    } else {
-      for (int64_t i = 0; i < nr; ++i) {
-        std::copy_n(act.q + rows_[static_cast<size_t>(i)] * qw, qw, qr_.data() + i * qw);
-      }
-    }
-    if (m.normalize_routing()) l2_normalize_heads(qr_.data(), nr * hq, d);
-    if (m.scale_routing()) {
-      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-      for (float& x : qr_) x *= scale;
-    }
-
-    RouterQuery q;
-    q.q = qr_.data();
-    q.n_tokens = nr;
-    q.n_heads = hq;
-    q.n_kv_heads = hkv;
-    q.head_dim = d;
-    RouterReductions red;
-    red.head = m.head_reduce;
-    red.query = m.query_reduce;
-    red.chunk = m.chunk_reduce;
-    std::vector<float> scores;
-    RouterOptions ro;
-    ro.pool = act.backend ? act.backend->thread_pool() : nullptr;
-    MSA_RETURN_IF_ERROR(score_documents(q, bank_->routing(slot), bank_->n_documents(), red, &scores, ro));
+  Status route_layer_and_inject(const LayerActivations& act, int slot, LayerKV* kv, LayerRouting* lr) {
+    const ModelConfig& c = dm_.config();
+    Backend* be = act.backend;
+    const int64_t width = c.num_key_value_heads * c.head_dim;
+    const LayerWeights& lw = dm_.weights().views().layers[static_cast<size_t>(act.layer)];
+    RouteSelection rr;
     const int64_t k = std::min<int64_t>(k_, bank_->n_documents());
-    MSA_RETURN_IF_ERROR(select_top_k(scores, *bank_, k, &lr->top));
-    if (record_scores_) lr->scores = std::move(scores);
+    MSA_RETURN_IF_ERROR(route_layer(be, c, lw, act.a, act.q, act.n_tokens, rows_, n_rows_, resident_->routing(slot),
+                                    k, record_scores_, &scratch_->router, &rr));
+    lr->top = std::move(rr.top);
+    if (record_scores_) lr->scores = std::move(rr.scores);
 
     // Context order: ascending document id, every chunk of each document in order (spec §5.4, Part A).
     std::vector<ScoredDocument> by_id = lr->top;
     std::sort(by_id.begin(), by_id.end(),
               [](const ScoredDocument& a, const ScoredDocument& b) { return a.id < b.id; });
-    int64_t n_rows = 0;
-    for (const ScoredDocument& s : by_id) n_rows += bank_->document(s.index).n_chunks;
-    kbuf_.resize(static_cast<size_t>(n_rows * width));
-    vbuf_.resize(static_cast<size_t>(n_rows * width));
-    int64_t at = 0;
-    for (const ScoredDocument& s : by_id) {
-      // Decodes the document's pages (RAM or a mapped segment frame, checksum-verified) to f32.
-      MSA_RETURN_IF_ERROR(bank_->read_pages(slot, s.index, kbuf_.data() + at * width, vbuf_.data() + at * width));
-      at += bank_->document(s.index).n_chunks;
+    std::vector<int64_t> docs;
+    for (const ScoredDocument& s : by_id) docs.push_back(s.index);
+    StagedPagesLayout layout;
+    MSA_RETURN_IF_ERROR(bank_->staged_layout(docs.data(), docs.size(), &layout));
+    if (layout.n_rows == 0) return Status::Ok();
+    // Raw pages (the bank's dtype) -> staging (pinned on a GPU) -> one upload -> decoded on the backend.
+    if (scratch_->staging.bytes() < layout.bytes) {
+      MSA_RETURN_IF_ERROR(be->alloc_staging(layout.bytes + layout.bytes / 2, &scratch_->staging));
     }
-    return kv->insert_prefix(bank_->template_len(), kbuf_.data(), vbuf_.data(), n_rows);
+    MSA_RETURN_IF_ERROR(bank_->stage_pages(slot, docs.data(), docs.size(), scratch_->staging.as<uint8_t>(),
+                                           scratch_->staging.bytes(), &layout));
+    MSA_RETURN_IF_ERROR(be->ensure(&scratch_->raw, layout.bytes));
+    MSA_RETURN_IF_ERROR(be->upload(scratch_->raw.data(), scratch_->staging.data(), layout.bytes));
+    const size_t rows_bytes = static_cast<size_t>(layout.n_rows * width) * sizeof(float);
+    MSA_RETURN_IF_ERROR(be->ensure(&scratch_->pages_k, rows_bytes));
+    MSA_RETURN_IF_ERROR(be->ensure(&scratch_->pages_v, rows_bytes));
+    const uint8_t* raw = scratch_->raw.as<uint8_t>();
+    const bool i8 = layout.dtype == PageDType::kInt8;
+    MSA_RETURN_IF_ERROR(be->decode_pages(layout.dtype, raw + layout.k_rows,
+                                         i8 ? reinterpret_cast<const float*>(raw + layout.k_scales) : nullptr,
+                                         layout.n_rows, c.num_key_value_heads, c.head_dim, scratch_->pages_k.as<float>()));
+    MSA_RETURN_IF_ERROR(be->decode_pages(layout.dtype, raw + layout.v_rows,
+                                         i8 ? reinterpret_cast<const float*>(raw + layout.v_scales) : nullptr,
+                                         layout.n_rows, c.num_key_value_heads, c.head_dim, scratch_->pages_v.as<float>()));
+    return kv->insert_prefix(bank_->template_len(), scratch_->pages_k.as<float>(), scratch_->pages_v.as<float>(),
+                             layout.n_rows);
   }
 
-  const Model& model_;
+  const DeviceModel& dm_;
   const MemoryBank* bank_;
-  const std::vector<int64_t>& rows_;
+  const ResidentBank* resident_;
+  const int32_t* rows_;
+  int64_t n_rows_;
   int64_t k_;
   bool record_scores_;
-  bool stop_after_last_;
+  SessionScratch* scratch_;
   std::vector<int> slot_of_layer_;
-  int last_router_layer_ = -1;
-  bool finished_ = false;
-  std::vector<float> qr_, gathered_, kbuf_, vbuf_;
 };
 
 }  // namespace
@@ -166,35 +141,67 @@ Status check_prompt_tokens(const char* fn, size_t n) {
   return Status::Ok();
 }
 
-Session::Session(const Model& model, const MemoryBank* bank, Backend* backend)
-    : model_(model), bank_(bank), backend_(backend) {}
+Session::Session(const DeviceModel& dm, const MemoryBank* bank, ResidentBank* resident)
+    : model_(dm.model()), bank_(bank), dm_(&dm), resident_(resident) {
+  if (bank_ != nullptr && resident_ == nullptr) {
+    owned_resident_ = std::make_unique<ResidentBank>(dm.backend());
+    resident_ = owned_resident_.get();
+  }
+}
+
+Session::Session(const Model& model, const MemoryBank* bank, Backend* backend) : model_(model), bank_(bank) {
+  init_ = DeviceModel::create(model, backend, &owned_dm_);
+  if (!init_.ok()) return;
+  dm_ = owned_dm_.get();
+  if (bank_ != nullptr) {
+    owned_resident_ = std::make_unique<ResidentBank>(dm_->backend());
+    resident_ = owned_resident_.get();
+  }
+}
+
+Session::~Session() = default;
+
+Backend* Session::backend() const { return dm_ ? dm_->backend() : nullptr; }
 
 Status Session::ensure_template() {
   if (!own_template_k_.empty()) return Status::Ok();
   std::vector<int32_t> head;
   MSA_RETURN_IF_ERROR(template_head_ids(model_, &head));
-  return compute_template_kv(model_, head, backend_, &own_template_k_, &own_template_v_);
+  std::vector<std::vector<float>> k, v;
+  MSA_RETURN_IF_ERROR(compute_template_kv(dm_->weights(), head, &k, &v));
+  std::vector<DeviceBuffer> dk(k.size()), dv(v.size());
+  for (size_t l = 0; l < k.size(); ++l) {
+    MSA_RETURN_IF_ERROR(upload_vector(backend(), k[l].data(), k[l].size(), &dk[l]));
+    MSA_RETURN_IF_ERROR(upload_vector(backend(), v[l].data(), v[l].size(), &dv[l]));
+  }
+  own_template_k_ = std::move(dk);
+  own_template_v_ = std::move(dv);
+  return Status::Ok();
 }
 
 Status Session::prefill(const std::vector<int32_t>& ids, const std::vector<int32_t>& doc_ids, int64_t first_position,
                         int64_t doc_top_k, bool record_scores, bool stop_after_routing,
                         std::vector<LayerRouting>* routing, float* logits) {
   const ModelConfig& c = model_.config();
-  kv_.init(c);
+  Backend* be = backend();
+  if (bank_) MSA_RETURN_IF_ERROR(resident_->sync(*bank_));  // under the caller's read lock
+  kv_.init(c, be);
   for (size_t l = 0; l < kv_.layers.size(); ++l) {
     const int l_int = static_cast<int>(l);
-    const std::vector<float>& tk = bank_ ? bank_->template_k(l_int) : own_template_k_[l];
-    const std::vector<float>& tv = bank_ ? bank_->template_v(l_int) : own_template_v_[l];
-    MSA_RETURN_IF_ERROR(kv_.layers[l].set_prefix(tk.data(), tv.data(), 3));
+    const float* tk = bank_ ? resident_->template_k(l_int) : own_template_k_[l].as<float>();
+    const float* tv = bank_ ? resident_->template_v(l_int) : own_template_v_[l].as<float>();
+    MSA_RETURN_IF_ERROR(kv_.layers[l].set_prefix(tk, tv, 3));
   }
   const int64_t n = static_cast<int64_t>(ids.size());
   positions_.resize(ids.size());
-  std::vector<int64_t> rows;
+  std::vector<int32_t> rows;
   for (int64_t i = 0; i < n; ++i) {
     positions_[static_cast<size_t>(i)] = static_cast<int32_t>(first_position + i);
-    if (doc_ids[static_cast<size_t>(i)] == 0) rows.push_back(i);
+    if (doc_ids[static_cast<size_t>(i)] == 0) rows.push_back(static_cast<int32_t>(i));
   }
-  RoutingObserver obs(model_, bank_, rows, doc_top_k, record_scores, stop_after_routing);
+  MSA_RETURN_IF_ERROR(upload_vector(be, rows.data(), rows.size(), &scratch_.rows));
+  RoutingObserver obs(*dm_, bank_, resident_, scratch_.rows.as<int32_t>(), static_cast<int64_t>(rows.size()),
+                      doc_top_k, record_scores, &scratch_);
   ForwardBatch b;
   b.tokens = ids.data();
   b.positions = positions_.data();
@@ -202,10 +209,12 @@ Status Session::prefill(const std::vector<int32_t>& ids, const std::vector<int32
   ForwardOptions o;
   o.logits = stop_after_routing ? LogitsMode::kNone : LogitsMode::kLast;
   o.observer = &obs;
-  o.keep_kv = true;
-  o.backend = backend_;
-  Status s = forward(model_.weights(), c, b, &kv_, o, &workspace_, logits, stop_after_routing ? 0 : c.vocab_size);
-  if (!s.ok() && !(obs.finished() && s.code() == StatusCode::kCancelled)) return s;
+  o.keep_kv = !stop_after_routing;  // retrieval only: nothing decodes after it, keep the context consistent
+  if (stop_after_routing && !c.msa.router_layers.empty()) {
+    o.last_layer = c.msa.router_layers.back();
+    o.stop_before_attention = true;  // the routing of the last router layer is all retrieval needs
+  }
+  MSA_RETURN_IF_ERROR(forward(dm_->weights(), b, &kv_, o, &workspace_, logits, stop_after_routing ? 0 : c.vocab_size));
   if (routing) *routing = std::move(obs.routing);
   return Status::Ok();
 }
@@ -221,13 +230,13 @@ Status Session::step(const int32_t* ids, int64_t n, int64_t position, float* log
   ForwardOptions o;
   o.logits = LogitsMode::kLast;
   o.keep_kv = true;
-  o.backend = backend_;
-  return forward(model_.weights(), model_.config(), b, &kv_, o, &workspace_, logits, model_.config().vocab_size);
+  return forward(dm_->weights(), b, &kv_, o, &workspace_, logits, model_.config().vocab_size);
 }
 
 Status Session::route(std::string_view question, const RouteOptions& options, RouteResult* result) {
   if (result == nullptr) return Error(StatusCode::kInvalidArgument, "route: result is null");
   *result = RouteResult();
+  MSA_RETURN_IF_ERROR(init_);
   MSA_RETURN_IF_ERROR(check_common(model_, question, options.doc_top_k));
   const ModelConfig& c = model_.config();
   // The lock first: the bank's shape (router layers, templates) is what compact()/add() rewrite.
@@ -254,6 +263,10 @@ Status Session::route(std::string_view question, const RouteOptions& options, Ro
 }
 
 Status Session::generate(std::string_view question, const GenerateOptions& opt, GenerateResult* res) {
+  if (!init_.ok()) {
+    if (res) *res = GenerateResult();
+    return init_;
+  }
   GenerateRun run(this, question, opt, res);  // the call's clock starts here
   return run.run();
 }

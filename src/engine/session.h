@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -35,6 +36,8 @@
 #include "engine/interleave.h"
 #include "engine/sampler.h"
 #include "memory/memory_bank.h"
+#include "engine/resident_bank.h"
+#include "model/device_model.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "router/router.h"
@@ -148,14 +151,30 @@ struct RouteResult {
   int64_t routing_tokens = 0;
 };
 
+// Backend scratch of a session's routing: routing-row indices, router queries, staged and decoded pages.
+struct SessionScratch {
+  DeviceBuffer rows;      // int32 routing rows of the prompt
+  RouterScratch router;
+  DeviceBuffer staging;   // host staging (pinned on a GPU): raw pages of the selected documents
+  DeviceBuffer raw;       // the same bytes on the backend
+  DeviceBuffer pages_k, pages_v;  // decoded f32 rows
+};
+
 class Session {
  public:
-  // bank may be null (plain generation, no routing). The model (and bank) must outlive the session.
+  // Runs on dm's backend. bank may be null (plain generation, no routing). resident: the bank's resident part
+  // on dm's backend, shared with other sessions (null: the session keeps its own). The model, bank and
+  // resident bank must outlive the session.
+  Session(const DeviceModel& dm, const MemoryBank* bank, ResidentBank* resident = nullptr);
+  // Convenience: binds `model` to `backend` (null: a backend of its own from the registry's default) for this
+  // session alone. A failure to prepare the weights is reported by the first generate()/route().
   Session(const Model& model, const MemoryBank* bank, Backend* backend = nullptr);
+  ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   const Model& model() const { return model_; }
+  Backend* backend() const;
   const MemoryBank* bank() const { return bank_; }
 
   // Answers `question`. Errors: kInvalidArgument (empty question, doc_top_k <= 0, max_new_tokens <= 0,
@@ -182,10 +201,15 @@ class Session {
 
   const Model& model_;
   const MemoryBank* bank_;
-  Backend* backend_;
+  std::unique_ptr<DeviceModel> owned_dm_;
+  const DeviceModel* dm_ = nullptr;
+  Status init_ = Status::Ok();
+  std::unique_ptr<ResidentBank> owned_resident_;
+  ResidentBank* resident_ = nullptr;
   ForwardWorkspace workspace_;
   KVContext kv_;
-  std::vector<std::vector<float>> own_template_k_, own_template_v_;  // no-bank sessions
+  SessionScratch scratch_;
+  std::vector<DeviceBuffer> own_template_k_, own_template_v_;  // no-bank sessions
   std::vector<float> logits_;
   std::vector<int32_t> positions_;
 };

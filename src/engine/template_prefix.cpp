@@ -23,14 +23,14 @@ Status template_head_ids(const Model& model, std::vector<int32_t>* head) {
   return Status::Ok();
 }
 
-Status compute_template_kv(const Model& model, const std::vector<int32_t>& head, Backend* backend,
+Status compute_template_kv(const DeviceWeights& weights, const std::vector<int32_t>& head,
                            std::vector<std::vector<float>>* k, std::vector<std::vector<float>>* v) {
-  const ModelConfig& c = model.config();
+  const ModelConfig& c = weights.config();
   const int64_t n = static_cast<int64_t>(head.size());
   std::vector<int32_t> pos(head.size());
   for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
   KVContext kv;
-  kv.init(c);
+  kv.init(c, weights.backend());
   ForwardWorkspace ws;
   ForwardBatch b;
   b.tokens = head.data();
@@ -39,16 +39,10 @@ Status compute_template_kv(const Model& model, const std::vector<int32_t>& head,
   ForwardOptions o;
   o.logits = LogitsMode::kNone;
   o.keep_kv = true;
-  o.backend = backend;
-  MSA_RETURN_IF_ERROR(forward(model.weights(), c, b, &kv, o, &ws, nullptr, 0));
-  const int64_t width = c.num_key_value_heads * c.head_dim;
+  MSA_RETURN_IF_ERROR(forward(weights, b, &kv, o, &ws, nullptr, 0));
   k->assign(kv.layers.size(), {});
   v->assign(kv.layers.size(), {});
-  for (size_t l = 0; l < kv.layers.size(); ++l) {
-    const LayerKV& layer = kv.layers[l];
-    (*k)[l].assign(layer.k(), layer.k() + n * width);
-    (*v)[l].assign(layer.v(), layer.v() + n * width);
-  }
+  for (size_t l = 0; l < kv.layers.size(); ++l) MSA_RETURN_IF_ERROR(kv.layers[l].download(&(*k)[l], &(*v)[l]));
   return Status::Ok();
 }
 

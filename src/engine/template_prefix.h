@@ -7,13 +7,14 @@
 
 #include "backend/backend.h"
 #include "core/status.h"
+#include "model/device_model.h"
 #include "model/model.h"
 
 namespace msa {
 
 // Template-prefix K/V of every layer: the tokens `head` (Qwen3: [151644, 872, 198]) run alone at positions
 // 0..n-1 through the whole model. k/v receive one [n * width] vector per layer. Errors: those of forward().
-Status compute_template_kv(const Model& model, const std::vector<int32_t>& head, Backend* backend,
+Status compute_template_kv(const DeviceWeights& weights, const std::vector<int32_t>& head,
                            std::vector<std::vector<float>>* k, std::vector<std::vector<float>>* v);
 
 // The template head ids the engine uses: chat_template_ids(tokenizer).head, which must be 3 tokens (the

@@ -20,65 +20,69 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "core/buffer.h"
 #include "core/status.h"
 #include "model/config.h"
+#include "model/device_model.h"
 #include "model/weights.h"
 
 namespace msa {
 
-// One layer's attention state, f32. Rows are n_kv_heads * head_dim wide; K rows are post-k_norm, post-RoPE.
-// Layout: [prefix rows (n_prefix) | cached rows (n_cached)], contiguous, so attention reads one key array.
-struct LayerKV {
+// One layer's attention state in backend memory, f32. Rows are n_kv_heads * head_dim wide; K rows are
+// post-k_norm, post-RoPE. Layout: [prefix rows (n_prefix) | cached rows (n_cached)], contiguous, so attention
+// reads one key array. Every edit is a backend copy: the engine never reads the rows itself.
+class LayerKV {
  public:
   LayerKV() = default;
-  explicit LayerKV(int64_t width) : width_(width) {}
+  LayerKV(Backend* backend, int64_t width) : be_(backend), width_(width) {}
 
   int64_t width() const { return width_; }
   int64_t n_prefix() const { return n_prefix_; }
-  int64_t n_cached() const { return static_cast<int64_t>(seg_.size()); }
-  int64_t n_rows() const { return n_prefix_ + n_cached(); }
+  int64_t n_cached() const { return n_cached_; }
+  int64_t n_rows() const { return n_prefix_ + n_cached_; }
+  Backend* backend() const { return be_; }
 
-  // [n_rows, width]; row r of K is k() + r * width(). Pointers are invalidated by every mutating call.
-  const float* k() const { return k_.data(); }
-  const float* v() const { return v_.data(); }
-  float* k_mut() { return k_.data(); }
-  float* v_mut() { return v_.data(); }
-  const float* k_row(int64_t r) const { return k_.data() + r * width_; }
-  const float* v_row(int64_t r) const { return v_.data() + r * width_; }
-  // Segment id of cached row c (0 <= c < n_cached); rows appended without segments get 0.
-  const int32_t* segments() const { return seg_.data(); }
+  // [n_rows, width] in backend memory; invalidated by every mutating call.
+  const float* k() const { return k_.as<float>(); }
+  const float* v() const { return v_.as<float>(); }
 
-  // Replaces the whole prefix by n rows (k, v: [n, width]); cached rows are kept after it.
-  // Errors: kInvalidArgument (n < 0, null rows with n > 0).
+  // Replaces the whole prefix by n rows (k, v: backend memory [n, width]); cached rows are kept after it.
+  // Errors: kInvalidArgument (n < 0, null rows with n > 0), kOutOfMemory, device errors.
   Status set_prefix(const float* k, const float* v, int64_t n);
   // Inserts n prefix rows before prefix row `at` (0 <= at <= n_prefix; MSA puts memory chunks after the
-  // 3 template rows). Errors: kInvalidArgument (at out of range, n < 0, null rows with n > 0).
+  // 3 template rows). Errors: kInvalidArgument (at out of range, n < 0, null rows with n > 0), kOutOfMemory.
   Status insert_prefix(int64_t at, const float* k, const float* v, int64_t n);
   // Removes prefix rows [at, at + n). Errors: kInvalidArgument.
   Status erase_prefix(int64_t at, int64_t n);
-  // Appends n cached rows with segment ids `seg` (null: 0).
-  void append(const float* k, const float* v, int64_t n, const int32_t* seg);
+  // Appends n cached rows (backend memory). Errors: kOutOfMemory, device errors.
+  Status append(const float* k, const float* v, int64_t n);
   // Keeps the first n cached rows (n <= n_cached), e.g. to roll back a speculative step.
   void truncate_cached(int64_t n);
-  // Drops all rows (prefix and cached); keeps the width.
+  // Drops all rows (prefix and cached); keeps the width and the memory.
   void clear();
+  // Host copies of all rows (tests, tools): [n_rows, width] each.
+  Status download(std::vector<float>* k, std::vector<float>* v) const;
 
  private:
+  // Rebuilds the rows as [0, at) + n new rows + [at + drop, n_rows) into the spare buffers, then swaps.
+  Status splice(int64_t at, int64_t drop, const float* k, const float* v, int64_t n);
+  Status reserve(int64_t rows);  // capacity >= rows, contents kept
+
+  Backend* be_ = nullptr;
   int64_t width_ = 0;
   int64_t n_prefix_ = 0;
-  std::vector<float> k_;
-  std::vector<float> v_;
-  std::vector<int32_t> seg_;  // one per cached row
+  int64_t n_cached_ = 0;
+  int64_t cap_rows_ = 0;
+  DeviceBuffer k_, v_, spare_k_, spare_v_;
 };
 
 // Per-sequence KV state: one LayerKV per decoder layer. All layers hold the same number of cached rows (the
 // sequence's tokens so far); prefixes may differ per layer (router layers hold injected chunks).
 struct KVContext {
   std::vector<LayerKV> layers;
+  std::vector<int32_t> segments;  // host: segment id of every cached row (0 for rows appended without one)
 
-  // Sizes `layers` for the model (num_hidden_layers layers of width n_kv_heads * head_dim), all empty.
-  void init(const ModelConfig& config);
+  // Sizes `layers` for the model (num_hidden_layers layers of width n_kv_heads * head_dim) on `backend`, empty.
+  void init(const ModelConfig& config, Backend* backend);
   // Number of cached rows (those of layer 0); 0 when uninitialised.
   int64_t n_cached() const { return layers.empty() ? 0 : layers[0].n_cached(); }
   void truncate_cached(int64_t n);  // on every layer
@@ -97,7 +101,8 @@ struct ForwardBatch {
   bool causal = true;
 };
 
-// What the observer sees of one layer (pointers valid during the callback only).
+// What the observer sees of one layer: backend pointers, valid during the callback only. The observer works on
+// them with backend ops (act.backend) and never reads them directly.
 struct LayerActivations {
   int layer = 0;
   int64_t n_tokens = 0;
@@ -111,7 +116,7 @@ struct LayerActivations {
 
 // Hooks into every layer. Default implementations do nothing. A non-OK status aborts the forward and is
 // returned by it (the KV context is then left as it was before the call, except for prefix edits the
-// observer itself made).
+// observer itself made). To end a forward early on purpose use ForwardOptions::last_layer, not a status.
 class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
@@ -120,7 +125,7 @@ class ForwardObserver {
   // may change the prefix (set_prefix / insert_prefix / erase_prefix), not the cached rows.
   virtual Status before_attention(const LayerActivations& act, LayerKV* kv);
   // After the layer's MLP: x = the layer's output residual stream [n_tokens, hidden].
-  virtual Status after_layer(int layer, const float* x, int64_t n_tokens);
+  virtual Status after_layer(int layer, const float* x, int64_t n_tokens);  // x: backend memory
 };
 
 enum class LogitsMode : int {
@@ -138,12 +143,20 @@ struct ForwardOptions {
   // false: the new rows are appended for the attention of each layer and removed right after it, so the
   // context keeps only what it had (memory encoding needs one layer's K/V at a time, not all of them).
   bool keep_kv = true;
-  Backend* backend = nullptr;  // null: default_backend()
+  // Run layers 0..last_layer only (then stop: no final norm, logits must be kNone); -1: every layer. With
+  // keep_kv, only the layers that ran receive the new rows: the layers then hold different row counts and every
+  // later forward on the context is refused (kInvalidArgument) until it is truncate_cached() back or init()ed.
+  int last_layer = -1;
+  // With last_layer >= 0: stop inside layer last_layer right after its observer's before_attention (q/k/v and
+  // the observer's work done; no attention, no MLP; its KV gets no new rows). Memory encoding and retrieval
+  // stop so at the last router layer: nothing after the routing/pooling hook contributes.
+  bool stop_before_attention = false;
   // Rows per MLP sub-batch: bounds the [rows, intermediate] scratch for long encode batches.
   int64_t mlp_chunk_rows = 512;
 };
 
-// Scratch for forward(); grows to the largest batch seen. Not thread-safe: one per thread/session.
+// Scratch for forward() in backend memory; grows to the largest batch seen (and moves to another backend when
+// used with one). Not thread-safe: one per thread/session.
 class ForwardWorkspace {
  public:
   ForwardWorkspace() = default;
@@ -152,30 +165,31 @@ class ForwardWorkspace {
 
  private:
   friend class ForwardRunner;
-  AlignedVec<float> x_, a_, q_, k_, v_, attn_, proj_, gate_, up_, rope_cos_, rope_sin_, final_;
-  std::vector<int64_t> own_begin_, own_end_;
+  DeviceBuffer x_, a_, q_, k_, v_, attn_, proj_, gate_, up_, final_, logits_;
+  DeviceBuffer tokens_, positions_, q_seg_, kv_seg_, own_begin_, own_end_, logit_rows_;
+  std::vector<int64_t> own_begin_host_, own_end_host_;
+  std::vector<int32_t> kv_seg_host_, logit_rows_host_;
 };
 
 // Number of floats forward() writes to `logits` for these options and batch (0 for kNone).
 int64_t forward_logits_size(const ModelConfig& config, const ForwardBatch& batch, const ForwardOptions& options);
 
-// Runs the decoder on `batch`, attending to `kv` (prefix + cached rows) and, when options.keep_kv, appending
-// the new tokens' K/V to it. `kv` must have been init()ed for this config. Logits (f32) go to `logits`, which
-// must hold `logits_cap` >= forward_logits_size() floats (may be null for kNone).
+// Runs the decoder on `batch` with the weights' backend, attending to `kv` (prefix + cached rows) and, when
+// options.keep_kv, appending the new tokens' K/V to it. `kv` must have been init()ed for this config on the
+// same backend. Logits (f32, host memory) go to `logits`, which must hold `logits_cap` >=
+// forward_logits_size() floats (may be null for kNone).
 // Errors: kInvalidArgument (null pointers, n_tokens <= 0, a token id outside [0, vocab), bad logit rows,
-// a KV context of another shape or with layers holding different numbers of cached rows), kBufferTooSmall,
-// kConfig (head counts that do not divide, odd head_dim), kShape/kDtype (weights that do not match the config),
-// kOutOfMemory, kInternal (an observer changed the cached rows), or an observer's own status. On error the new
-// rows are not left in `kv`.
-Status forward(const ModelWeights& weights, const ModelConfig& config, const ForwardBatch& batch, KVContext* kv,
-               const ForwardOptions& options, ForwardWorkspace* workspace, float* logits, int64_t logits_cap);
+// last_layer out of range or with logits, a KV context of another shape or backend or with layers holding
+// different numbers of cached rows), kBufferTooSmall, kOutOfMemory, kInternal (an observer changed the
+// cached rows), device errors, or an observer's own status. On error the new rows are not left in `kv`.
+Status forward(const DeviceWeights& weights, const ForwardBatch& batch, KVContext* kv, const ForwardOptions& options,
+               ForwardWorkspace* workspace, float* logits, int64_t logits_cap);
 
 // Plain causal forward of `tokens` at positions 0..n-1 with an empty cache. all_positions: logits holds
 // [n, vocab] floats, else [vocab] (last position). Errors: as forward(); kContextOverflow when n exceeds
 // max_position_embeddings (when the config sets one).
-// backend null: default_backend().
-Status forward_logits(const ModelWeights& weights, const ModelConfig& config, const int32_t* tokens, int64_t n,
-                      float* logits, bool all_positions = false, Backend* backend = nullptr);
+Status forward_logits(const DeviceWeights& weights, const int32_t* tokens, int64_t n, float* logits,
+                      bool all_positions = false);
 
 // Index of the largest value (the lowest index among equal maxima; NaNs are ignored; -1 when n <= 0 or all
 // values are NaN).
@@ -183,7 +197,7 @@ int64_t argmax(const float* values, int64_t n);
 
 // Greedy decoding with the KV cache: prefill `prompt` (positions 0..n_prompt-1), then n_new steps of one token
 // each, argmax (lowest id on ties), no stop tokens. out_ids: [n_new]. Errors: as forward(); kContextOverflow.
-Status greedy_generate(const ModelWeights& weights, const ModelConfig& config, const int32_t* prompt,
-                       int64_t n_prompt, int64_t n_new, int32_t* out_ids);
+Status greedy_generate(const DeviceWeights& weights, const int32_t* prompt, int64_t n_prompt, int64_t n_new,
+                       int32_t* out_ids);
 
 }  // namespace msa

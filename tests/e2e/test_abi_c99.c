@@ -3,9 +3,12 @@
  * field, between two layouts) is refused, a newer (larger) one is accepted only with a zero tail, and
  * output structs are filled up to the caller's struct_size (a released layout, or larger).
  * usage: test_abi_c99 <tests/data dir> */
+#define _GNU_SOURCE /* dlvsym: the versioned msa_model_params_init of the 0.1 ABI */
 #include <msa/msa.h>
 
 #include "e2e_util.h"
+
+#include <dlfcn.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -108,7 +111,46 @@ int main(int argc, char **argv) {
   CHECK(model != NULL && msa_model_tokenizer(model) == NULL);
   msa_model_free(model);
   model = NULL;
-  /* ... a size that is no layout of the struct (msa_model_params has one, 16 bytes) is refused: 12 ends
+  /* the 0.1 layout (16 bytes, no device) is a released one: accepted, device defaults to 0 */
+  msa_model_params_init(&mp);
+  mp.struct_size = (uint32_t)offsetof(msa_model_params, device);
+  mp.device = 7; /* past the caller's struct: never read */
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_OK && m2 != NULL);
+  msa_model_free(m2);
+  m2 = NULL;
+  /* device must be 0 with the CPU backend; an unknown backend value is refused */
+  msa_model_params_init(&mp);
+  mp.device = 1;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  mp.device = -1;
+  mp.backend = MSA_BACKEND_CUDA;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  mp.device = 0;
+  mp.backend = 7;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  /* a program built against the 0.1 header binds msa_model_params_init@MSA_0, which writes exactly its 16
+   * bytes; the default version (@@MSA_0.2) writes the current size */
+  {
+    unsigned char buf[sizeof(msa_model_params) + 8];
+    void *sym = dlvsym(RTLD_DEFAULT, "msa_model_params_init", "MSA_0");
+    void (*init_v0)(msa_model_params *) = NULL;
+    CHECK(sym != NULL);
+    if (sym) {
+      memcpy(&init_v0, &sym, sizeof sym);
+      memset(buf, 0xAB, sizeof buf);
+      init_v0((msa_model_params *)(void *)buf);
+      CHECK(((msa_model_params *)(void *)buf)->struct_size == offsetof(msa_model_params, device));
+      CHECK(buf[offsetof(msa_model_params, device)] == 0xAB && buf[sizeof buf - 1] == 0xAB);
+      CHECK(((msa_model_params *)(void *)buf)->load_tokenizer == 1);
+    }
+    sym = dlvsym(RTLD_DEFAULT, "msa_model_params_init", "MSA_0.2");
+    CHECK(sym != NULL);
+    memset(buf, 0xAB, sizeof buf);
+    msa_model_params_init((msa_model_params *)(void *)buf);
+    CHECK(((msa_model_params *)(void *)buf)->struct_size == sizeof(msa_model_params));
+    CHECK(((msa_model_params *)(void *)buf)->device == 0 && buf[sizeof buf - 1] == 0xAB);
+  }
+  /* ... a size that is no layout of the struct (16 and 20 bytes are) is refused: 12 ends
    * before load_tokenizer, 6 is half of n_threads, 0 is not a struct */
   mp.struct_size = (uint32_t)offsetof(msa_model_params, load_tokenizer);
   CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);

@@ -16,7 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/backend.h"
 #include "core/status.h"
+#include "model/device_model.h"
 #include "model/init_model.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -124,6 +126,36 @@ inline std::string decode_valid(const msa::Tokenizer& tok, const int32_t* ids, s
   std::string out;
   msa::Status s = tok.decode(valid.data(), valid.size(), false, &out);
   if (!s.ok()) throw std::runtime_error(s.to_string());
+  return out;
+}
+
+// `model` bound to a backend of its own from the registry's default (MSA_BACKEND: the suite also runs on the
+// guarded backend), cached for the process.
+inline const msa::DeviceModel& device(const msa::Model& model) {
+  static std::map<const msa::Model*, std::unique_ptr<msa::DeviceModel>> cache;
+  auto it = cache.find(&model);
+  if (it != cache.end()) return *it->second;
+  std::unique_ptr<msa::DeviceModel> dm;
+  msa::Status s = msa::DeviceModel::create(model, nullptr, &dm);
+  if (!s.ok()) throw std::runtime_error("DeviceModel::create: " + s.to_string());
+  const msa::DeviceModel& ref = *dm;
+  cache.emplace(&model, std::move(dm));
+  return ref;
+}
+
+// Host floats into a fresh backend buffer.
+inline msa::DeviceBuffer to_backend(msa::Backend* be, const std::vector<float>& host) {
+  msa::DeviceBuffer b;
+  msa::Status s = msa::upload_vector(be, host.data(), host.size(), &b);
+  if (!s.ok()) throw std::runtime_error("upload: " + s.to_string());
+  return b;
+}
+
+// Backend floats into a host vector.
+inline std::vector<float> to_host(msa::Backend* be, const float* p, size_t n) {
+  std::vector<float> out;
+  msa::Status s = msa::download_vector(be, p, n, &out);
+  if (!s.ok()) throw std::runtime_error("download: " + s.to_string());
   return out;
 }
 

@@ -51,9 +51,9 @@ struct Capture final : ForwardObserver {
   int64_t hidden = 0, width = 0;
   std::map<int, std::vector<float>> a, k, v;
   Status before_attention(const LayerActivations& act, LayerKV*) override {
-    a[act.layer].assign(act.a, act.a + act.n_tokens * hidden);
-    k[act.layer].assign(act.k, act.k + act.n_tokens * width);
-    v[act.layer].assign(act.v, act.v + act.n_tokens * width);
+    a[act.layer] = engine_test::to_host(act.backend, act.a, static_cast<size_t>(act.n_tokens * hidden));
+    k[act.layer] = engine_test::to_host(act.backend, act.k, static_cast<size_t>(act.n_tokens * width));
+    v[act.layer] = engine_test::to_host(act.backend, act.v, static_cast<size_t>(act.n_tokens * width));
     return Status::Ok();
   }
 };
@@ -73,8 +73,9 @@ Capture run_alone(const Model& model, const std::vector<int32_t>& tokens, bool p
     pos.push_back(i);
     seg.push_back(1);
   }
+  const DeviceModel& dm = engine_test::device(model);
   KVContext kv;
-  kv.init(c);
+  kv.init(c, dm.backend());
   ForwardWorkspace ws;
   ForwardBatch b;
   b.tokens = ids.data();
@@ -85,7 +86,7 @@ Capture run_alone(const Model& model, const std::vector<int32_t>& tokens, bool p
   o.logits = LogitsMode::kNone;
   o.keep_kv = false;
   o.observer = &cap;
-  ENGINE_REQUIRE_OK(forward(model.weights(), c, b, &kv, o, &ws, nullptr, 0));
+  ENGINE_REQUIRE_OK(forward(dm.weights(), b, &kv, o, &ws, nullptr, 0));
   return cap;
 }
 
@@ -380,8 +381,9 @@ TEST_CASE("encoder: template prefix is the 3 template tokens run alone at positi
   ENGINE_REQUIRE_OK(create_memory_bank(model, nullptr, &bank));
   const std::vector<int32_t> head = {151644, 872, 198};
   const std::vector<int32_t> pos = {0, 1, 2};
+  const DeviceModel& dm = engine_test::device(model);
   KVContext kv;
-  kv.init(c);
+  kv.init(c, dm.backend());
   ForwardWorkspace ws;
   ForwardBatch b;
   b.tokens = head.data();
@@ -389,13 +391,13 @@ TEST_CASE("encoder: template prefix is the 3 template tokens run alone at positi
   b.n_tokens = 3;
   ForwardOptions o;
   o.logits = LogitsMode::kNone;
-  ENGINE_REQUIRE_OK(forward(model.weights(), c, b, &kv, o, &ws, nullptr, 0));
-  const int64_t width = c.num_key_value_heads * c.head_dim;
+  ENGINE_REQUIRE_OK(forward(dm.weights(), b, &kv, o, &ws, nullptr, 0));
   for (int l = 0; l < static_cast<int>(c.num_hidden_layers); ++l) {
-    CHECK(same_bits(bank->template_k(l), std::vector<float>(kv.layers[static_cast<size_t>(l)].k(),
-                                                            kv.layers[static_cast<size_t>(l)].k() + 3 * width)));
-    CHECK(same_bits(bank->template_v(l), std::vector<float>(kv.layers[static_cast<size_t>(l)].v(),
-                                                            kv.layers[static_cast<size_t>(l)].v() + 3 * width)));
+    std::vector<float> k, v;
+    ENGINE_REQUIRE_OK(kv.layers[static_cast<size_t>(l)].download(&k, &v));
+    CHECK(kv.layers[static_cast<size_t>(l)].n_rows() == 3);
+    CHECK(same_bits(bank->template_k(l), k));
+    CHECK(same_bits(bank->template_v(l), v));
   }
 }
 

@@ -17,6 +17,8 @@
 #include "core/limits.h"
 #include "engine/encoder.h"
 #include "engine/sampler.h"
+#include "backend/cpu/routing_scan.h"
+#include "engine/resident_bank.h"
 #include "engine/session.h"
 #include "model/forward.h"
 #include "test_engine_common.h"
@@ -65,10 +67,15 @@ std::vector<float> manual_prefill(const Model& model, const MemoryBank* bank,
                                   int64_t first, KVContext* kv, ForwardWorkspace* ws) {
   const ModelConfig& c = model.config();
   const int64_t width = c.num_key_value_heads * c.head_dim;
+  const DeviceModel& dm = engine_test::device(model);
+  Backend* be = dm.backend();
   std::vector<std::vector<float>> tk, tv;
-  ENGINE_REQUIRE_OK(compute_template_prefix(model, nullptr, &tk, &tv));
-  kv->init(c);
-  for (size_t l = 0; l < kv->layers.size(); ++l) ENGINE_REQUIRE_OK(kv->layers[l].set_prefix(tk[l].data(), tv[l].data(), 3));
+  ENGINE_REQUIRE_OK(compute_template_prefix(dm, &tk, &tv));
+  kv->init(c, be);
+  for (size_t l = 0; l < kv->layers.size(); ++l) {
+    const DeviceBuffer dk = engine_test::to_backend(be, tk[l]), dv = engine_test::to_backend(be, tv[l]);
+    ENGINE_REQUIRE_OK(kv->layers[l].set_prefix(dk.as<float>(), dv.as<float>(), 3));
+  }
   for (size_t s = 0; s < selected.size(); ++s) {
     std::vector<uint64_t> by_id = selected[s];
     std::sort(by_id.begin(), by_id.end());
@@ -80,7 +87,8 @@ std::vector<float> manual_prefill(const Model& model, const MemoryBank* bank,
       v.insert(v.end(), p.v.begin() + r.chunk_begin * width, p.v.begin() + (r.chunk_begin + r.n_chunks) * width);
     }
     const int layer = c.msa.router_layers[s];
-    ENGINE_REQUIRE_OK(kv->layers[static_cast<size_t>(layer)].insert_prefix(3, k.data(), v.data(),
+    const DeviceBuffer dk = engine_test::to_backend(be, k), dv = engine_test::to_backend(be, v);
+    ENGINE_REQUIRE_OK(kv->layers[static_cast<size_t>(layer)].insert_prefix(3, dk.as<float>(), dv.as<float>(),
                                                                  static_cast<int64_t>(k.size()) / width));
   }
   std::vector<int32_t> pos(ids.size());
@@ -91,7 +99,7 @@ std::vector<float> manual_prefill(const Model& model, const MemoryBank* bank,
   b.n_tokens = static_cast<int64_t>(ids.size());
   ForwardOptions o;
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
-  ENGINE_REQUIRE_OK(forward(model.weights(), c, b, kv, o, ws, logits.data(), c.vocab_size));
+  ENGINE_REQUIRE_OK(forward(dm.weights(), b, kv, o, ws, logits.data(), c.vocab_size));
   return logits;
 }
 
@@ -109,7 +117,7 @@ std::vector<int32_t> manual_greedy(const Model& model, KVContext* kv, ForwardWor
     b.positions = &p;
     b.n_tokens = 1;
     ForwardOptions o;
-    ENGINE_REQUIRE_OK(forward(model.weights(), c, b, kv, o, ws, logits.data(), c.vocab_size));
+    ENGINE_REQUIRE_OK(forward(engine_test::device(model).weights(), b, kv, o, ws, logits.data(), c.vocab_size));
   }
   return out;
 }
@@ -316,8 +324,8 @@ void check_router_queries(const Model& model) {
     std::vector<float> a, q;
     Status before_attention(const LayerActivations& act, LayerKV*) override {
       if (act.layer == layer) {
-        a.assign(act.a, act.a + act.n_tokens * hidden);
-        q.assign(act.q, act.q + act.n_tokens * qw);
+        a = engine_test::to_host(act.backend, act.a, static_cast<size_t>(act.n_tokens * hidden));
+        q = engine_test::to_host(act.backend, act.q, static_cast<size_t>(act.n_tokens * qw));
       }
       return Status::Ok();
     }
@@ -325,11 +333,16 @@ void check_router_queries(const Model& model) {
   cap.layer = layer;
   cap.hidden = hidden;
   cap.qw = qw;
+  const DeviceModel& dm = engine_test::device(model);
   std::vector<std::vector<float>> tk, tv;
-  ENGINE_REQUIRE_OK(compute_template_prefix(model, nullptr, &tk, &tv));
+  ENGINE_REQUIRE_OK(compute_template_prefix(dm, &tk, &tv));
   KVContext kv;
-  kv.init(c);
-  for (size_t l = 0; l < kv.layers.size(); ++l) ENGINE_REQUIRE_OK(kv.layers[l].set_prefix(tk[l].data(), tv[l].data(), 3));
+  kv.init(c, dm.backend());
+  for (size_t l = 0; l < kv.layers.size(); ++l) {
+    const DeviceBuffer dk = engine_test::to_backend(dm.backend(), tk[l]);
+    const DeviceBuffer dv = engine_test::to_backend(dm.backend(), tv[l]);
+    ENGINE_REQUIRE_OK(kv.layers[l].set_prefix(dk.as<float>(), dv.as<float>(), 3));
+  }
   std::vector<int32_t> pos(ids.size());
   for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(3 + 2 + i);
   ForwardBatch b;
@@ -340,7 +353,7 @@ void check_router_queries(const Model& model) {
   fo.logits = LogitsMode::kNone;
   fo.observer = &cap;
   ForwardWorkspace ws;
-  ENGINE_REQUIRE_OK(forward(model.weights(), c, b, &kv, fo, &ws, nullptr, 0));
+  ENGINE_REQUIRE_OK(forward(dm.weights(), b, &kv, fo, &ws, nullptr, 0));
 
   std::vector<float> qr(n_routing * static_cast<size_t>(qw));
   for (size_t t = 0; t < n_routing; ++t) {
@@ -381,7 +394,13 @@ void check_router_queries(const Model& model) {
   red.query = m.query_reduce;
   red.chunk = m.chunk_reduce;
   std::vector<float> want;
-  ENGINE_REQUIRE_OK(score_documents_per_head(rq, bank->routing(0), bank->n_documents(), red, &want));
+  std::vector<uint64_t> bank_ids;
+  std::vector<uint8_t> removed;
+  for (int64_t i = 0; i < bank->n_documents(); ++i) {
+    bank_ids.push_back(bank->document(i).id);
+    removed.push_back(bank->is_removed(i) ? 1 : 0);
+  }
+  ENGINE_REQUIRE_OK(score_documents_per_head(rq, routing_view(*bank, 0, bank_ids, removed), red, &want));
   REQUIRE(route.layers[0].scores.size() == want.size());
   for (size_t i = 0; i < want.size(); ++i) CHECK(route.layers[0].scores[i] == Approx(want[i]).margin(1e-4).epsilon(1e-3));
   CHECK(route.routing_tokens == static_cast<int64_t>(n_routing));

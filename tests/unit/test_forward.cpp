@@ -14,9 +14,12 @@
 #include <thread>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "backend/registry.h"
 #include "core/dtype.h"
 #include "model/config.h"
+#include "model/device_model.h"
 #include "model/forward.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -32,13 +35,19 @@ struct OwnedTensor {
   std::vector<float> values;  // the exact values stored (after rounding to the dtype)
 };
 
-// A random model held in memory (no files): config, weight views and their storage.
+// A random model held in memory (no files): config, host weight views and their storage, and the weights
+// prepared on a backend from the registry (MSA_BACKEND picks it: the suite runs on cpu-guarded that way).
 struct TinyModel {
   ModelConfig cfg;
-  ModelWeights w;
+  ModelWeights w;  // host views (the double reference reads these)
   std::vector<std::unique_ptr<OwnedTensor>> store;
   std::mt19937 rng{0};
   DType dtype = DType::kF32;
+  std::unique_ptr<Backend> be;       // declared before dw: the weights' buffers go back to it first
+  std::unique_ptr<DeviceWeights> dw;
+
+  const DeviceWeights& weights() const { return *dw; }
+  Backend* backend() const { return be.get(); }
 
   // Values ~ N(0, std^2) (+ mean), rounded to the model's dtype.
   TensorView add(std::vector<int64_t> shape, float std_dev, float mean = 0.0f) {
@@ -120,8 +129,50 @@ std::unique_ptr<TinyModel> make_tiny(DType dt, const TinyShape& s, uint32_t seed
   }
   m->w.final_norm = norm(s.hidden);
   m->w.lm_head = s.tie ? m->w.embed_tokens : m->add({s.vocab, s.hidden}, 0.5f);
+  Status st = create_backend(BackendParams(), &m->be);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  st = DeviceWeights::prepare(m->w, m->cfg, m->be.get(), &m->dw);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
   return m;
 }
+
+// The weights of `m` prepared on another backend.
+std::unique_ptr<DeviceWeights> prepare_on(const TinyModel& m, Backend* be) {
+  std::unique_ptr<DeviceWeights> dw;
+  const Status st = DeviceWeights::prepare(m.w, m.cfg, be, &dw);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  return dw;
+}
+
+// Host copies of a buffer of backend memory.
+std::vector<float> download_floats(Backend* be, const float* p, int64_t n) {
+  std::vector<float> v;
+  const Status st = download_vector(be, p, static_cast<size_t>(n), &v);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  return v;
+}
+
+// K and V rows of one layer (prefix and cached) on the host.
+struct HostKV {
+  std::vector<float> k, v;
+};
+HostKV host_kv(const LayerKV& l) {
+  HostKV h;
+  const Status st = l.download(&h.k, &h.v);
+  INFO(st.to_string());
+  REQUIRE(st.ok());
+  return h;
+}
+std::vector<HostKV> host_kv(const KVContext& kv) {
+  std::vector<HostKV> out;
+  for (const LayerKV& l : kv.layers) out.push_back(host_kv(l));
+  return out;
+}
+bool operator==(const HostKV& a, const HostKV& b) { return a.k == b.k && a.v == b.v; }
 
 // ------------------------------------------------------------------------------------------------ reference
 
@@ -264,7 +315,7 @@ std::vector<int32_t> iota_positions(int64_t n, int32_t start = 0) {
 
 std::vector<float> all_logits(const TinyModel& m, const std::vector<int32_t>& tokens) {
   std::vector<float> out(tokens.size() * static_cast<size_t>(m.cfg.vocab_size));
-  const Status s = forward_logits(m.w, m.cfg, tokens.data(), static_cast<int64_t>(tokens.size()), out.data(), true);
+  const Status s = forward_logits(m.weights(), tokens.data(), static_cast<int64_t>(tokens.size()), out.data(), true);
   REQUIRE(s.ok());
   return out;
 }
@@ -284,7 +335,7 @@ std::vector<float> run(const TinyModel& m, KVContext* kv, const std::vector<int3
   o.observer = observer;
   ForwardWorkspace ws;
   std::vector<float> out(tokens.size() * static_cast<size_t>(m.cfg.vocab_size));
-  const Status s = forward(m.w, m.cfg, b, kv, o, &ws, out.data(), static_cast<int64_t>(out.size()));
+  const Status s = forward(m.weights(), b, kv, o, &ws, out.data(), static_cast<int64_t>(out.size()));
   INFO(s.to_string());
   REQUIRE(s.ok());
   return out;
@@ -314,7 +365,7 @@ TEST_CASE("forward matches a double-precision reference", "[forward]") {
         REQUIRE(err <= 1e-5);
         // Last-position mode gives the last row.
         std::vector<float> last(static_cast<size_t>(s.vocab));
-        REQUIRE(forward_logits(m->w, m->cfg, tokens.data(), n, last.data(), false).ok());
+        REQUIRE(forward_logits(m->weights(), tokens.data(), n, last.data(), false).ok());
         REQUIRE(rel_err(last.data(), ours.data() + (n - 1) * s.vocab, last.size()) <= 1e-6);
       }
     }
@@ -330,7 +381,7 @@ TEST_CASE("KV-cache decoding equals full recompute", "[forward]") {
     const std::vector<float> full = all_logits(*m, tokens);
     // Prefill 8, then steps of 1, 3 and 1... tokens.
     KVContext kv;
-    kv.init(m->cfg);
+    kv.init(m->cfg, m->backend());
     int64_t done = 0;
     const int64_t steps[] = {8, 1, 1, 3, 1, 5, 1, 1, 2};
     for (int64_t st : steps) {
@@ -343,11 +394,15 @@ TEST_CASE("KV-cache decoding equals full recompute", "[forward]") {
       REQUIRE(kv.n_cached() == done);
     }
     REQUIRE(done == n);
+    // Rows appended without segment ids count as segment 0.
+    REQUIRE(kv.segments == std::vector<int32_t>(static_cast<size_t>(n), 0));
     // Rolling back and re-running the tail gives the same logits.
     kv.truncate_cached(20);
     std::vector<int32_t> tail(tokens.begin() + 20, tokens.end());
     const std::vector<float> again = run(*m, &kv, tail, iota_positions(3, 20));
     REQUIRE(rel_err(again.data(), full.data() + 20 * s.vocab, again.size()) <= 1e-5);
+    REQUIRE(kv.n_cached() == n);
+    REQUIRE(kv.segments.size() == static_cast<size_t>(n));
   }
 }
 
@@ -356,10 +411,10 @@ TEST_CASE("greedy_generate equals argmax of full recomputes", "[forward]") {
   auto m = make_tiny(DType::kF32, kShapes[0]);
   std::vector<int32_t> seq = random_tokens(rng, 5, kShapes[0].vocab);
   std::vector<int32_t> gen(12);
-  REQUIRE(greedy_generate(m->w, m->cfg, seq.data(), 5, 12, gen.data()).ok());
+  REQUIRE(greedy_generate(m->weights(), seq.data(), 5, 12, gen.data()).ok());
   std::vector<float> last(static_cast<size_t>(m->cfg.vocab_size));
   for (int i = 0; i < 12; ++i) {
-    REQUIRE(forward_logits(m->w, m->cfg, seq.data(), static_cast<int64_t>(seq.size()), last.data()).ok());
+    REQUIRE(forward_logits(m->weights(), seq.data(), static_cast<int64_t>(seq.size()), last.data()).ok());
     REQUIRE(gen[static_cast<size_t>(i)] == argmax(last.data(), m->cfg.vocab_size));
     seq.push_back(gen[static_cast<size_t>(i)]);
   }
@@ -381,8 +436,9 @@ TEST_CASE("segment-packed encoding equals encoding each document alone", "[forwa
     pos.insert(pos.end(), pos_b.begin(), pos_b.end());
     seg.insert(seg.end(), 13, 2);
     KVContext kv;
-    kv.init(m->cfg);
+    kv.init(m->cfg, m->backend());
     const std::vector<float> packed = run(*m, &kv, tokens, pos, seg.data());
+    REQUIRE(kv.segments == seg);  // the context keeps every cached row's segment id
     REQUIRE(rel_err(packed.data(), alone_a.data(), alone_a.size()) <= 1e-5);
     REQUIRE(rel_err(packed.data() + 9 * s.vocab, alone_b.data(), alone_b.size()) <= 1e-5);
     // Above the GEMV threshold (9, 13 and 22 rows) the packed rows are bit-identical to the lone runs: every
@@ -402,7 +458,7 @@ TEST_CASE("segment-packed encoding equals encoding each document alone", "[forwa
       inter_seg.push_back(2);
     }
     KVContext kv2;
-    kv2.init(m->cfg);
+    kv2.init(m->cfg, m->backend());
     const std::vector<float> mixed = run(*m, &kv2, inter_tokens, inter_pos, inter_seg.data());
     for (size_t r = 0, ia = 0, ib = 0; r < inter_tokens.size(); ++r) {
       const float* want = inter_seg[r] == 5 ? alone_a.data() + (ia++) * s.vocab : alone_b.data() + (ib++) * s.vocab;
@@ -415,6 +471,8 @@ TEST_CASE("segment-packed encoding equals encoding each document alone", "[forwa
     const std::vector<float> cont = run(*m, &kv, more, iota_positions(3, 13), seg_more.data());
     const std::vector<float> b_alone_full = all_logits(*m, b_full);
     REQUIRE(rel_err(cont.data(), b_alone_full.data() + 13 * s.vocab, cont.size()) <= 1e-5);
+    seg.insert(seg.end(), seg_more.begin(), seg_more.end());
+    REQUIRE(kv.segments == seg);
   }
 }
 
@@ -424,7 +482,9 @@ namespace {
 void copy_cache_to_prefix(const KVContext& src, KVContext* dst) {
   for (size_t l = 0; l < src.layers.size(); ++l) {
     const LayerKV& s = src.layers[l];
-    REQUIRE(dst->layers[l].set_prefix(s.k_row(s.n_prefix()), s.v_row(s.n_prefix()), s.n_cached()).ok());
+    // Backend pointers: the rows are copied on the backend (set_prefix), never read here.
+    const int64_t off = s.n_prefix() * s.width();
+    REQUIRE(dst->layers[l].set_prefix(s.k() + off, s.v() + off, s.n_cached()).ok());
   }
 }
 
@@ -436,8 +496,8 @@ class InjectingObserver : public ForwardObserver {
     const LayerKV& s = source_->layers[static_cast<size_t>(act.layer)];
     // Keep the rows already in the prefix (a "template" part) and add the rest after them.
     const int64_t have = kv->n_prefix();
-    return kv->insert_prefix(have, s.k_row(s.n_prefix() + have), s.v_row(s.n_prefix() + have),
-                             s.n_cached() - have);
+    const int64_t off = (s.n_prefix() + have) * s.width();
+    return kv->insert_prefix(have, s.k() + off, s.v() + off, s.n_cached() - have);
   }
 
  private:
@@ -456,12 +516,13 @@ TEST_CASE("prefix rows from an earlier forward equal the concatenated sequence",
     const std::vector<float> full = all_logits(*m, pq);
 
     KVContext first;
-    first.init(m->cfg);
+    first.init(m->cfg, m->backend());
     run(*m, &first, p, iota_positions(6));
     // (1) Prefix set before the call.
     KVContext ctx;
-    ctx.init(m->cfg);
+    ctx.init(m->cfg, m->backend());
     copy_cache_to_prefix(first, &ctx);
+    for (size_t l = 0; l < ctx.layers.size(); ++l) REQUIRE(host_kv(ctx.layers[l]) == host_kv(first.layers[l]));
     const std::vector<float> got = run(*m, &ctx, q, iota_positions(7, 6));
     REQUIRE(rel_err(got.data(), full.data() + 6 * s.vocab, got.size()) <= 1e-5);
     REQUIRE(ctx.layers[0].n_prefix() == 6);
@@ -476,7 +537,7 @@ TEST_CASE("prefix rows from an earlier forward equal the concatenated sequence",
 
     // (2) Injected by an observer before attention, after 2 rows already in the prefix.
     KVContext ctx2;
-    ctx2.init(m->cfg);
+    ctx2.init(m->cfg, m->backend());
     for (size_t l = 0; l < ctx2.layers.size(); ++l) {
       const LayerKV& f = first.layers[l];
       REQUIRE(ctx2.layers[l].set_prefix(f.k(), f.v(), 2).ok());
@@ -489,39 +550,94 @@ TEST_CASE("prefix rows from an earlier forward equal the concatenated sequence",
 }
 
 TEST_CASE("LayerKV prefix editing", "[forward]") {
-  LayerKV kv(2);
+  std::unique_ptr<Backend> be;
+  REQUIRE(create_backend(BackendParams(), &be).ok());
+  // Rows live in backend memory: K and V of row r are (k0, k1) and (-k0, -k1), so a K/V mix-up shows.
   const float a[] = {1, 2, 3, 4}, b[] = {5, 6}, c[] = {7, 8, 9, 10};
-  kv.append(c, c, 2, nullptr);
-  REQUIRE(kv.set_prefix(a, a, 2).ok());
-  REQUIRE(kv.insert_prefix(1, b, b, 1).ok());
+  const float an[] = {-1, -2, -3, -4}, bn[] = {-5, -6}, cn[] = {-7, -8, -9, -10};
+  DeviceBuffer da, db, dc, dan, dbn, dcn;
+  REQUIRE(upload_vector(be.get(), a, 4, &da).ok());
+  REQUIRE(upload_vector(be.get(), b, 2, &db).ok());
+  REQUIRE(upload_vector(be.get(), c, 4, &dc).ok());
+  REQUIRE(upload_vector(be.get(), an, 4, &dan).ok());
+  REQUIRE(upload_vector(be.get(), bn, 2, &dbn).ok());
+  REQUIRE(upload_vector(be.get(), cn, 4, &dcn).ok());
+  const float* pa = da.as<float>();
+  const float* pb = db.as<float>();
+  const float* pc = dc.as<float>();
+  const float* pan = dan.as<float>();
+  const float* pbn = dbn.as<float>();
+  const float* pcn = dcn.as<float>();
+
+  LayerKV kv(be.get(), 2);
+  REQUIRE(kv.backend() == be.get());
+  REQUIRE(kv.append(pc, pcn, 2).ok());
+  REQUIRE(kv.set_prefix(pa, pan, 2).ok());
+  REQUIRE(kv.insert_prefix(1, pb, pbn, 1).ok());
   REQUIRE(kv.n_prefix() == 3);
   REQUIRE(kv.n_cached() == 2);
-  const float want[] = {1, 2, 5, 6, 3, 4, 7, 8, 9, 10};
-  for (int i = 0; i < 10; ++i) REQUIRE(kv.k()[i] == want[i]);
-  REQUIRE(kv.segments()[1] == 0);
-  REQUIRE(kv.insert_prefix(4, b, b, 1).code() == StatusCode::kInvalidArgument);
+  REQUIRE(kv.n_rows() == 5);
+  const std::vector<float> want = {1, 2, 5, 6, 3, 4, 7, 8, 9, 10};
+  HostKV h = host_kv(kv);
+  REQUIRE(h.k == want);
+  for (size_t i = 0; i < want.size(); ++i) REQUIRE(h.v[i] == -want[i]);
+  REQUIRE(kv.insert_prefix(4, pb, pbn, 1).code() == StatusCode::kInvalidArgument);
+  REQUIRE(kv.insert_prefix(0, nullptr, nullptr, 1).code() == StatusCode::kInvalidArgument);
+  REQUIRE(kv.set_prefix(nullptr, pan, 1).code() == StatusCode::kInvalidArgument);
+  REQUIRE(host_kv(kv) == h);  // rejected edits change nothing
   REQUIRE(kv.erase_prefix(0, 2).ok());
-  REQUIRE(kv.k()[0] == 3);
+  h = host_kv(kv);
+  REQUIRE(h.k == std::vector<float>{3, 4, 7, 8, 9, 10});
+  REQUIRE(h.v == std::vector<float>{-3, -4, -7, -8, -9, -10});
   REQUIRE(kv.erase_prefix(0, 2).code() == StatusCode::kInvalidArgument);
+  // Replacing the prefix keeps the cached rows after it.
+  REQUIRE(kv.set_prefix(pa, pan, 2).ok());
+  h = host_kv(kv);
+  REQUIRE(h.k == std::vector<float>{1, 2, 3, 4, 7, 8, 9, 10});
+  REQUIRE(h.v == std::vector<float>{-1, -2, -3, -4, -7, -8, -9, -10});
   kv.truncate_cached(1);
-  REQUIRE(kv.n_rows() == 2);
+  REQUIRE(kv.n_rows() == 3);
+  REQUIRE(host_kv(kv).k == std::vector<float>{1, 2, 3, 4, 7, 8});
+  // Many appends (growing the buffers) keep every row.
+  for (int i = 0; i < 40; ++i) REQUIRE(kv.append(pb, pbn, 1).ok());
+  h = host_kv(kv);
+  REQUIRE(kv.n_cached() == 41);
+  REQUIRE(h.k.size() == static_cast<size_t>(2 * 43));
+  REQUIRE(std::vector<float>(h.k.begin(), h.k.begin() + 6) == std::vector<float>{1, 2, 3, 4, 7, 8});
+  for (int i = 0; i < 40; ++i) {
+    REQUIRE(h.k[static_cast<size_t>(6 + 2 * i)] == 5);
+    REQUIRE(h.v[static_cast<size_t>(7 + 2 * i)] == -6);
+  }
   kv.clear();
   REQUIRE(kv.n_rows() == 0);
   REQUIRE(kv.width() == 2);
+  h = host_kv(kv);
+  REQUIRE(h.k.empty());
+  REQUIRE(h.v.empty());
+  // An uninitialised LayerKV (no backend) refuses rows.
+  LayerKV none;
+  REQUIRE(none.set_prefix(pa, pan, 1).code() == StatusCode::kInvalidArgument);
 }
 
 namespace {
 
-// Records what it is shown and checks it against the layer's state.
+// Records what it is shown (activations are backend memory: downloaded through act.backend) and can fail on
+// purpose before the attention or after the MLP of one layer.
 class RecordingObserver : public ForwardObserver {
  public:
+  explicit RecordingObserver(Backend* expected = nullptr) : expected_(expected) {}
   Status before_attention(const LayerActivations& act, LayerKV* kv) override {
     ++calls;
+    layers.push_back(act.layer);
     n_before.push_back(kv->n_cached());
-    k_rows.emplace_back(act.k, act.k + act.n_tokens * kv->width());
-    a_first.push_back(act.a[0]);
-    backend_ok = backend_ok && act.backend != nullptr && act.batch != nullptr && act.q != nullptr && act.v != nullptr;
-    return Status::Ok();
+    const bool ok = act.backend != nullptr && (expected_ == nullptr || act.backend == expected_) &&
+                    kv->backend() == act.backend && act.batch != nullptr && act.n_tokens == act.batch->n_tokens &&
+                    act.a != nullptr && act.q != nullptr && act.k != nullptr && act.v != nullptr;
+    backend_ok = backend_ok && ok;
+    if (!ok) return Error(StatusCode::kInternal, "observer: bad activations");
+    k_rows.push_back(download_floats(act.backend, act.k, act.n_tokens * kv->width()));
+    a_rows.push_back(download_floats(act.backend, act.a, act.n_tokens * hidden));
+    return act.layer == fail_before_at ? Error(StatusCode::kUnsupported, "refused before attention") : Status::Ok();
   }
   Status after_layer(int layer, const float*, int64_t n) override {
     after.push_back(layer);
@@ -529,12 +645,18 @@ class RecordingObserver : public ForwardObserver {
     return layer == fail_at ? Error(StatusCode::kCancelled, "stop") : Status::Ok();
   }
   int calls = 0;
-  int fail_at = -1;
+  int fail_at = -1;         // after_layer of this layer returns kCancelled
+  int fail_before_at = -1;  // before_attention of this layer returns kUnsupported
+  int64_t hidden = 0;       // row width of `a` (the model's hidden size)
   bool backend_ok = true;
+  std::vector<int> layers;
   std::vector<int64_t> n_before;
   std::vector<std::vector<float>> k_rows;
-  std::vector<float> a_first;
+  std::vector<std::vector<float>> a_rows;
   std::vector<int> after;
+
+ private:
+  Backend* expected_;
 };
 
 }  // namespace
@@ -545,8 +667,9 @@ TEST_CASE("observer sees every layer; kNone, keep_kv and selected rows", "[forwa
   const std::vector<int32_t> tokens = random_tokens(rng, 11, m->cfg.vocab_size);
   const std::vector<int32_t> pos = iota_positions(11);
   KVContext kv;
-  kv.init(m->cfg);
-  RecordingObserver rec;
+  kv.init(m->cfg, m->backend());
+  RecordingObserver rec(m->backend());
+  rec.hidden = m->cfg.hidden_size;
   ForwardBatch b;
   b.tokens = tokens.data();
   b.positions = pos.data();
@@ -555,15 +678,30 @@ TEST_CASE("observer sees every layer; kNone, keep_kv and selected rows", "[forwa
   o.logits = LogitsMode::kNone;
   o.observer = &rec;
   ForwardWorkspace ws;
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, nullptr, 0).ok());
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, nullptr, 0).ok());
   REQUIRE(rec.calls == 3);
+  REQUIRE(rec.layers == std::vector<int>{0, 1, 2});
   REQUIRE(rec.after == std::vector<int>{0, 1, 2});
   REQUIRE(rec.backend_ok);
   for (int l = 0; l < 3; ++l) {
     REQUIRE(rec.n_before[static_cast<size_t>(l)] == 0);
     const LayerKV& lk = kv.layers[static_cast<size_t>(l)];
     REQUIRE(lk.n_cached() == 11);
-    REQUIRE(std::equal(rec.k_rows[static_cast<size_t>(l)].begin(), rec.k_rows[static_cast<size_t>(l)].end(), lk.k()));
+    // The K rows shown to the observer are the rows appended to the cache.
+    REQUIRE(host_kv(lk).k == rec.k_rows[static_cast<size_t>(l)]);
+  }
+  // `a` of layer 0 is input_layernorm(embedding).
+  {
+    const std::vector<double> emb = vals(m->w.embed_tokens);
+    const int64_t hd = m->cfg.hidden_size;
+    Mat x(static_cast<size_t>(11 * hd));
+    for (int64_t t = 0; t < 11; ++t) {
+      const int64_t row = tokens[static_cast<size_t>(t)];
+      for (int64_t i = 0; i < hd; ++i) x[static_cast<size_t>(t * hd + i)] = emb[static_cast<size_t>(row * hd + i)];
+    }
+    ref_rmsnorm(&x, 11, hd, m->w.layers[0].input_norm, m->cfg.rms_norm_eps);
+    REQUIRE(rec.a_rows[0].size() == x.size());
+    REQUIRE(rel_err(rec.a_rows[0].data(), x.data(), x.size()) <= 1e-6);
   }
 
   // keep_kv = false: the context is left as it was, results are the same.
@@ -574,10 +712,11 @@ TEST_CASE("observer sees every layer; kNone, keep_kv and selected rows", "[forwa
   o2.n_logit_rows = 3;
   o2.keep_kv = false;
   KVContext empty;
-  empty.init(m->cfg);
+  empty.init(m->cfg, m->backend());
   std::vector<float> sel(static_cast<size_t>(3 * m->cfg.vocab_size));
-  REQUIRE(forward(m->w, m->cfg, b, &empty, o2, &ws, sel.data(), static_cast<int64_t>(sel.size())).ok());
+  REQUIRE(forward(m->weights(), b, &empty, o2, &ws, sel.data(), static_cast<int64_t>(sel.size())).ok());
   REQUIRE(empty.n_cached() == 0);
+  REQUIRE(empty.segments.empty());
   const std::vector<float> full = all_logits(*m, tokens);
   for (int r = 0; r < 3; ++r) {
     REQUIRE(rel_err(sel.data() + r * m->cfg.vocab_size, full.data() + rows[r] * m->cfg.vocab_size,
@@ -586,17 +725,209 @@ TEST_CASE("observer sees every layer; kNone, keep_kv and selected rows", "[forwa
   // Small MLP sub-batches give the same result.
   o2.mlp_chunk_rows = 4;
   std::vector<float> sel2(sel.size());
-  REQUIRE(forward(m->w, m->cfg, b, &empty, o2, &ws, sel2.data(), static_cast<int64_t>(sel2.size())).ok());
+  REQUIRE(forward(m->weights(), b, &empty, o2, &ws, sel2.data(), static_cast<int64_t>(sel2.size())).ok());
   REQUIRE(rel_err(sel2.data(), sel.data(), sel.size()) <= 1e-6);
+}
 
-  // An observer error aborts the forward and rolls back the new rows.
-  RecordingObserver failing;
-  failing.fail_at = 1;
-  o.observer = &failing;
-  const int64_t before = kv.n_cached();
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, nullptr, 0).code() == StatusCode::kCancelled);
-  REQUIRE(kv.n_cached() == before);
-  for (const LayerKV& l : kv.layers) REQUIRE(l.n_cached() == before);
+TEST_CASE("an observer's error aborts the forward and leaves the KV context as it was", "[forward]") {
+  std::mt19937 rng(16);
+  auto m = make_tiny(DType::kBF16, kShapes[0]);
+  const std::vector<int32_t> first = random_tokens(rng, 5, m->cfg.vocab_size);
+  const std::vector<int32_t> tokens = random_tokens(rng, 11, m->cfg.vocab_size);
+  KVContext kv;
+  kv.init(m->cfg, m->backend());
+  const std::vector<int32_t> seg_first(5, 3);
+  run(*m, &kv, first, iota_positions(5), seg_first.data());
+  const std::vector<HostKV> before = host_kv(kv);
+  const std::vector<int32_t> seg_before = kv.segments;
+  REQUIRE(kv.n_cached() == 5);
+
+  const std::vector<int32_t> pos = iota_positions(11, 5);
+  ForwardBatch b;
+  b.tokens = tokens.data();
+  b.positions = pos.data();
+  b.n_tokens = 11;
+  ForwardWorkspace ws;
+  std::vector<float> logits(static_cast<size_t>(m->cfg.vocab_size));
+  struct Case {
+    int fail_at, fail_before_at;
+    StatusCode code;
+    int calls;
+    std::vector<int> after;
+  };
+  // After layer 1's MLP (layers 0 and 1 appended rows); before layer 2's attention (the same, plus layer 2's
+  // q/k/v computed); before layer 0's attention (nothing appended yet).
+  const Case cases[] = {{1, -1, StatusCode::kCancelled, 2, {0, 1}},
+                        {-1, 2, StatusCode::kUnsupported, 3, {0, 1}},
+                        {-1, 0, StatusCode::kUnsupported, 1, {}}};
+  for (const Case& cs : cases) {
+    for (LogitsMode mode : {LogitsMode::kNone, LogitsMode::kLast}) {
+      INFO("fail_at " << cs.fail_at << ", fail_before_at " << cs.fail_before_at << ", logits "
+                      << static_cast<int>(mode));
+      RecordingObserver failing(m->backend());
+      failing.hidden = m->cfg.hidden_size;
+      failing.fail_at = cs.fail_at;
+      failing.fail_before_at = cs.fail_before_at;
+      ForwardOptions o;
+      o.logits = mode;
+      o.observer = &failing;
+      o.keep_kv = true;
+      const Status s = forward(m->weights(), b, &kv, o, &ws, logits.data(), static_cast<int64_t>(logits.size()));
+      REQUIRE(s.code() == cs.code);
+      // Aborted: no later layer ran.
+      REQUIRE(failing.calls == cs.calls);
+      REQUIRE(failing.after == cs.after);
+      // The new rows are gone from every layer; the old rows and segment ids are untouched.
+      REQUIRE(kv.n_cached() == 5);
+      for (const LayerKV& l : kv.layers) REQUIRE(l.n_cached() == 5);
+      REQUIRE(kv.segments == seg_before);
+      REQUIRE(host_kv(kv) == before);
+    }
+  }
+  // The context is still usable: the same batch without the failing observer continues the sequence (a batch
+  // without segment ids sees every cached row).
+  std::vector<int32_t> all = first;
+  all.insert(all.end(), tokens.begin(), tokens.end());
+  const std::vector<float> got = run(*m, &kv, tokens, pos);
+  const std::vector<float> want = all_logits(*m, all);
+  REQUIRE(rel_err(got.data(), want.data() + 5 * m->cfg.vocab_size, got.size()) <= 1e-5);
+  REQUIRE(kv.n_cached() == 16);
+}
+
+TEST_CASE("last_layer stops the forward after that layer", "[forward]") {
+  std::mt19937 rng(17);
+  auto m = make_tiny(DType::kBF16, kShapes[0]);
+  const int64_t n_layers = m->cfg.num_hidden_layers;
+  REQUIRE(n_layers == 3);
+  const std::vector<int32_t> prior = random_tokens(rng, 4, m->cfg.vocab_size);
+  const std::vector<int32_t> tokens = random_tokens(rng, 11, m->cfg.vocab_size);
+  const std::vector<int32_t> pos = iota_positions(11, 4);
+  ForwardBatch b;
+  b.tokens = tokens.data();
+  b.positions = pos.data();
+  b.n_tokens = 11;
+  ForwardWorkspace ws;
+
+  // Reference: every layer, keep_kv, on a context holding `prior`.
+  KVContext full_kv;
+  full_kv.init(m->cfg, m->backend());
+  run(*m, &full_kv, prior, iota_positions(4));
+  RecordingObserver all(m->backend());
+  all.hidden = m->cfg.hidden_size;
+  ForwardOptions o;
+  o.logits = LogitsMode::kNone;
+  o.observer = &all;
+  REQUIRE(forward(m->weights(), b, &full_kv, o, &ws, nullptr, 0).ok());
+  REQUIRE(all.layers == std::vector<int>{0, 1, 2});
+  const std::vector<HostKV> full_rows = host_kv(full_kv);
+
+  for (int last = 0; last < 2; ++last) {
+    INFO("last_layer " << last);
+    // keep_kv = false: only layers 0..last run, with the same activations, and the context is unchanged.
+    KVContext kv;
+    kv.init(m->cfg, m->backend());
+    run(*m, &kv, prior, iota_positions(4));
+    const std::vector<HostKV> before = host_kv(kv);
+    RecordingObserver rec(m->backend());
+    rec.hidden = m->cfg.hidden_size;
+    ForwardOptions ol;
+    ol.logits = LogitsMode::kNone;
+    ol.observer = &rec;
+    ol.last_layer = last;
+    ol.keep_kv = false;
+    REQUIRE(forward(m->weights(), b, &kv, ol, &ws, nullptr, 0).ok());
+    REQUIRE(rec.calls == last + 1);
+    REQUIRE(rec.after.size() == static_cast<size_t>(last + 1));
+    for (int l = 0; l <= last; ++l) {
+      REQUIRE(rec.after[static_cast<size_t>(l)] == l);
+      REQUIRE(rec.k_rows[static_cast<size_t>(l)] == all.k_rows[static_cast<size_t>(l)]);
+      REQUIRE(rec.a_rows[static_cast<size_t>(l)] == all.a_rows[static_cast<size_t>(l)]);
+    }
+    REQUIRE(kv.n_cached() == 4);
+    REQUIRE(host_kv(kv) == before);
+
+    // keep_kv = true: the layers that ran hold the new rows, equal to those of the full forward.
+    ol.keep_kv = true;
+    RecordingObserver rec2(m->backend());
+    rec2.hidden = m->cfg.hidden_size;
+    ol.observer = &rec2;
+    REQUIRE(forward(m->weights(), b, &kv, ol, &ws, nullptr, 0).ok());
+    REQUIRE(rec2.calls == last + 1);
+    for (int l = 0; l <= last; ++l) {
+      REQUIRE(kv.layers[static_cast<size_t>(l)].n_cached() == 15);
+      REQUIRE(host_kv(kv.layers[static_cast<size_t>(l)]) == full_rows[static_cast<size_t>(l)]);
+    }
+  }
+
+  // last_layer = the last layer is a full forward: logits allowed, and the same.
+  std::vector<float> want(static_cast<size_t>(11 * m->cfg.vocab_size)), got(want.size());
+  {
+    ForwardOptions of;
+    of.logits = LogitsMode::kAll;
+    KVContext kv;
+    kv.init(m->cfg, m->backend());
+    REQUIRE(forward(m->weights(), b, &kv, of, &ws, want.data(), static_cast<int64_t>(want.size())).ok());
+    of.last_layer = static_cast<int>(n_layers - 1);
+    KVContext kv2;
+    kv2.init(m->cfg, m->backend());
+    REQUIRE(forward(m->weights(), b, &kv2, of, &ws, got.data(), static_cast<int64_t>(got.size())).ok());
+    REQUIRE(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+    REQUIRE(host_kv(kv2) == host_kv(kv));
+  }
+
+  // Out of range, or an early stop asked for logits: rejected before anything runs.
+  KVContext kv;
+  kv.init(m->cfg, m->backend());
+  RecordingObserver never(m->backend());
+  ForwardOptions bad;
+  bad.observer = &never;
+  bad.logits = LogitsMode::kNone;
+  for (int l : {-2, static_cast<int>(n_layers), 100}) {
+    bad.last_layer = l;
+    REQUIRE(forward(m->weights(), b, &kv, bad, &ws, nullptr, 0).code() == StatusCode::kInvalidArgument);
+  }
+  bad.last_layer = 1;
+  for (LogitsMode mode : {LogitsMode::kLast, LogitsMode::kAll}) {
+    bad.logits = mode;
+    REQUIRE(forward(m->weights(), b, &kv, bad, &ws, got.data(), static_cast<int64_t>(got.size())).code() ==
+            StatusCode::kInvalidArgument);
+  }
+  REQUIRE(never.calls == 0);
+  REQUIRE(kv.n_cached() == 0);
+
+  // stop_before_attention: layer `last` runs up to its observer hook only (same activations as the full
+  // forward there, no after_layer for it, no rows appended to it), the context is unchanged with keep_kv off.
+  for (int last = 0; last < static_cast<int>(n_layers); ++last) {
+    INFO("stop_before_attention at layer " << last);
+    KVContext skv;
+    skv.init(m->cfg, m->backend());
+    run(*m, &skv, prior, iota_positions(4));
+    const std::vector<HostKV> before = host_kv(skv);
+    RecordingObserver rec(m->backend());
+    rec.hidden = m->cfg.hidden_size;
+    ForwardOptions os;
+    os.logits = LogitsMode::kNone;
+    os.observer = &rec;
+    os.last_layer = last;
+    os.stop_before_attention = true;
+    os.keep_kv = false;
+    REQUIRE(forward(m->weights(), b, &skv, os, &ws, nullptr, 0).ok());
+    REQUIRE(rec.calls == last + 1);
+    REQUIRE(rec.after.size() == static_cast<size_t>(last));
+    for (int l = 0; l <= last; ++l) {
+      REQUIRE(rec.k_rows[static_cast<size_t>(l)] == all.k_rows[static_cast<size_t>(l)]);
+      REQUIRE(rec.a_rows[static_cast<size_t>(l)] == all.a_rows[static_cast<size_t>(l)]);
+    }
+    REQUIRE(host_kv(skv) == before);
+    // ... even at the model's last layer it gives no logits, and it needs a last_layer.
+    os.logits = LogitsMode::kLast;
+    REQUIRE(forward(m->weights(), b, &skv, os, &ws, got.data(), static_cast<int64_t>(got.size())).code() ==
+            StatusCode::kInvalidArgument);
+  }
+  ForwardOptions no_layer;
+  no_layer.logits = LogitsMode::kNone;
+  no_layer.stop_before_attention = true;
+  REQUIRE(forward(m->weights(), b, &kv, no_layer, &ws, nullptr, 0).code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("non-causal batches attend to every new token", "[forward]") {
@@ -604,7 +935,7 @@ TEST_CASE("non-causal batches attend to every new token", "[forward]") {
   auto m = make_tiny(DType::kF32, kShapes[0]);
   const std::vector<int32_t> tokens = random_tokens(rng, 4, m->cfg.vocab_size);
   KVContext kv;
-  kv.init(m->cfg);
+  kv.init(m->cfg, m->backend());
   const std::vector<float> bidir = run(*m, &kv, tokens, iota_positions(4), nullptr, nullptr, false);
   const Mat ref = reference_forward(*m, tokens, false);
   REQUIRE(rel_err(bidir.data(), ref.data(), ref.size()) <= 1e-5);
@@ -619,11 +950,11 @@ TEST_CASE("forward validates its arguments", "[forward]") {
   const int32_t good[] = {1, 2};
   const int32_t bad[] = {1, static_cast<int32_t>(vocab)};
   const int32_t neg[] = {-1};
-  REQUIRE(forward_logits(m->w, m->cfg, bad, 2, logits.data()).code() == StatusCode::kInvalidArgument);
-  REQUIRE(forward_logits(m->w, m->cfg, neg, 1, logits.data()).code() == StatusCode::kInvalidArgument);
-  REQUIRE(forward_logits(m->w, m->cfg, good, 0, logits.data()).code() == StatusCode::kInvalidArgument);
-  REQUIRE(forward_logits(m->w, m->cfg, nullptr, 2, logits.data()).code() == StatusCode::kInvalidArgument);
-  REQUIRE(forward_logits(m->w, m->cfg, good, 2, nullptr).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward_logits(m->weights(), bad, 2, logits.data()).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward_logits(m->weights(), neg, 1, logits.data()).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward_logits(m->weights(), good, 0, logits.data()).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward_logits(m->weights(), nullptr, 2, logits.data()).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward_logits(m->weights(), good, 2, nullptr).code() == StatusCode::kInvalidArgument);
 
   ForwardBatch b;
   const int32_t pos[] = {0, 1};
@@ -633,36 +964,68 @@ TEST_CASE("forward validates its arguments", "[forward]") {
   ForwardOptions o;
   ForwardWorkspace ws;
   KVContext kv;  // not initialised
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
-  kv.init(m->cfg);
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, logits.data(), vocab - 1).code() == StatusCode::kBufferTooSmall);
-  REQUIRE(forward(m->w, m->cfg, b, nullptr, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  kv.init(m->cfg, m->backend());
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab - 1).code() == StatusCode::kBufferTooSmall);
+  REQUIRE(forward(m->weights(), b, nullptr, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
   b.positions = nullptr;
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
   b.positions = pos;
   o.logits = LogitsMode::kSelected;
   const int64_t rows[] = {2};
   o.logit_rows = rows;
   o.n_logit_rows = 1;
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
   o.logits = LogitsMode::kLast;
-  kv.layers[1].append(logits.data(), logits.data(), 1, nullptr);  // layers out of step
-  REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  // Layers out of step (one row of backend memory appended to layer 1 only).
+  const int64_t width = m->cfg.num_key_value_heads * m->cfg.head_dim;
+  DeviceBuffer row;
+  const std::vector<float> zeros(static_cast<size_t>(width), 0.0f);
+  REQUIRE(upload_vector(m->backend(), zeros.data(), zeros.size(), &row).ok());
+  REQUIRE(kv.layers[1].append(row.as<float>(), row.as<float>(), 1).ok());
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
   kv.clear();
-  // Weights that do not match the config.
+  REQUIRE(forward(m->weights(), b, &kv, o, &ws, logits.data(), vocab).ok());
+  // A KV context of another shape, or on another backend.
+  KVContext other_shape;
+  ModelConfig wide = m->cfg;
+  wide.head_dim *= 2;
+  other_shape.init(wide, m->backend());
+  REQUIRE(forward(m->weights(), b, &other_shape, o, &ws, logits.data(), vocab).code() == StatusCode::kInvalidArgument);
+  CpuBackend elsewhere;
+  KVContext other_backend;
+  other_backend.init(m->cfg, &elsewhere);
+  REQUIRE(forward(m->weights(), b, &other_backend, o, &ws, logits.data(), vocab).code() ==
+          StatusCode::kInvalidArgument);
+  REQUIRE(other_backend.n_cached() == 0);
+  kv.clear();
+
+  // Weights that do not match the config are rejected once, when they are prepared.
+  std::unique_ptr<DeviceWeights> dw;
   ModelWeights broken = m->w;
   broken.layers[1].k_proj.shape = {5, 5};
-  REQUIRE(forward(broken, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kShape);
+  REQUIRE(DeviceWeights::prepare(broken, m->cfg, m->backend(), &dw).code() == StatusCode::kShape);
+  REQUIRE(dw == nullptr);
   broken = m->w;
   broken.layers.pop_back();
-  REQUIRE(forward(broken, m->cfg, b, &kv, o, &ws, logits.data(), vocab).code() == StatusCode::kShape);
-  // Context length.
+  REQUIRE(DeviceWeights::prepare(broken, m->cfg, m->backend(), &dw).code() == StatusCode::kShape);
+  broken = m->w;
+  broken.final_norm = TensorView();
+  REQUIRE(DeviceWeights::prepare(broken, m->cfg, m->backend(), &dw).code() == StatusCode::kShape);
+  ModelConfig odd = m->cfg;
+  odd.num_key_value_heads = 3;  // 4 heads % 3 != 0
+  REQUIRE(DeviceWeights::prepare(m->w, odd, m->backend(), &dw).code() == StatusCode::kConfig);
+  REQUIRE(DeviceWeights::prepare(m->w, m->cfg, nullptr, &dw).code() == StatusCode::kInvalidArgument);
+  // Context length (the config travels with the prepared weights).
   ModelConfig small = m->cfg;
   small.max_position_embeddings = 1;
-  REQUIRE(forward_logits(m->w, small, good, 2, logits.data()).code() == StatusCode::kContextOverflow);
+  REQUIRE(DeviceWeights::prepare(m->w, small, m->backend(), &dw).ok());
+  REQUIRE(dw->backend() == m->backend());
+  REQUIRE(dw->config().max_position_embeddings == 1);
+  REQUIRE(forward_logits(*dw, good, 2, logits.data()).code() == StatusCode::kContextOverflow);
   int32_t out[4];
-  REQUIRE(greedy_generate(m->w, small, good, 1, 2, out).code() == StatusCode::kContextOverflow);
-  REQUIRE(greedy_generate(m->w, m->cfg, good, 0, 2, out).code() == StatusCode::kInvalidArgument);
+  REQUIRE(greedy_generate(*dw, good, 1, 2, out).code() == StatusCode::kContextOverflow);
+  REQUIRE(greedy_generate(m->weights(), good, 0, 2, out).code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("two threads run forwards on one model at once", "[forward]") {
@@ -673,8 +1036,8 @@ TEST_CASE("two threads run forwards on one model at once", "[forward]") {
   std::vector<float> got1(want1.size()), got2(want2.size());
   Status s1, s2;
   for (int rep = 0; rep < 3; ++rep) {
-    std::thread th1([&] { s1 = forward_logits(m->w, m->cfg, t1.data(), 70, got1.data(), true); });
-    std::thread th2([&] { s2 = forward_logits(m->w, m->cfg, t2.data(), 33, got2.data(), true); });
+    std::thread th1([&] { s1 = forward_logits(m->weights(), t1.data(), 70, got1.data(), true); });
+    std::thread th2([&] { s2 = forward_logits(m->weights(), t2.data(), 33, got2.data(), true); });
     th1.join();
     th2.join();
     REQUIRE(s1.ok());
@@ -704,12 +1067,13 @@ TEST_CASE("forward is the same on the scalar and the AVX2 backend", "[forward]")
     b.n_tokens = 19;
     ForwardOptions o;
     o.logits = LogitsMode::kAll;
-    o.backend = bes[i];
+    const std::unique_ptr<DeviceWeights> dw = prepare_on(*m, bes[i]);
+    REQUIRE(dw->backend() == bes[i]);
     KVContext kv;
-    kv.init(m->cfg);
+    kv.init(m->cfg, bes[i]);
     ForwardWorkspace ws;
     out[i].resize(static_cast<size_t>(19 * m->cfg.vocab_size));
-    REQUIRE(forward(m->w, m->cfg, b, &kv, o, &ws, out[i].data(), static_cast<int64_t>(out[i].size())).ok());
+    REQUIRE(forward(*dw, b, &kv, o, &ws, out[i].data(), static_cast<int64_t>(out[i].size())).ok());
   }
   REQUIRE(rel_err(out[0].data(), out[1].data(), out[0].size()) <= 1e-5);
 }
@@ -735,6 +1099,8 @@ std::vector<int32_t> i32_tensor(const TensorInfo& t) {
 TEST_CASE("golden logits and greedy continuations from transformers", "[forward][golden]") {
   const std::string root = MSA_TEST_DATA_DIR;
   const char* configs[] = {"tiny_tied", "tiny_untied_hd", "tiny_gqa1"};
+  std::unique_ptr<Backend> be;  // the registry's (MSA_BACKEND)
+  REQUIRE(create_backend(BackendParams(), &be).ok());
   CpuBackend scalar(CpuBackendOptions{nullptr, CpuIsa::kScalar});
   for (const char* name : configs) {
     const std::string golden_path = root + "/goldens/" + name + ".safetensors";
@@ -762,6 +1128,10 @@ TEST_CASE("golden logits and greedy continuations from transformers", "[forward]
       s = bind_weights(set, cfg, &w);
       INFO(s.to_string());
       REQUIRE(s.ok());
+      std::unique_ptr<DeviceWeights> dw, dw_scalar;
+      s = DeviceWeights::prepare(w, cfg, be.get(), &dw);
+      INFO(s.to_string());
+      REQUIRE(s.ok());
 
       double worst = 0.0, worst_scalar = 0.0;
       int n_seq = 0;
@@ -774,7 +1144,7 @@ TEST_CASE("golden logits and greedy continuations from transformers", "[forward]
         REQUIRE(ref->dtype == DType::kF32);
         REQUIRE(ref->shape == std::vector<int64_t>{n, cfg.vocab_size});
         std::vector<float> ours(static_cast<size_t>(n * cfg.vocab_size));
-        s = forward_logits(w, cfg, tokens.data(), n, ours.data(), true);
+        s = forward_logits(*dw, tokens.data(), n, ours.data(), true);
         INFO(s.to_string());
         REQUIRE(s.ok());
         std::vector<float> want(ours.size());
@@ -793,11 +1163,11 @@ TEST_CASE("golden logits and greedy continuations from transformers", "[forward]
           b.n_tokens = n;
           ForwardOptions o;
           o.logits = LogitsMode::kAll;
-          o.backend = &scalar;
+          if (!dw_scalar) REQUIRE(DeviceWeights::prepare(w, cfg, &scalar, &dw_scalar).ok());
           KVContext kv;
-          kv.init(cfg);
+          kv.init(cfg, &scalar);
           ForwardWorkspace ws;
-          REQUIRE(forward(w, cfg, b, &kv, o, &ws, ours.data(), static_cast<int64_t>(ours.size())).ok());
+          REQUIRE(forward(*dw_scalar, b, &kv, o, &ws, ours.data(), static_cast<int64_t>(ours.size())).ok());
           const double err_scalar = rel_err(ours.data(), want.data(), ours.size());
           INFO("scalar kernels: " << err_scalar);
           CHECK(err_scalar <= 1e-4);
@@ -812,7 +1182,7 @@ TEST_CASE("golden logits and greedy continuations from transformers", "[forward]
       REQUIRE(cont_t != nullptr);
       const std::vector<int32_t> prompt = i32_tensor(*prompt_t), cont = i32_tensor(*cont_t);
       std::vector<int32_t> gen(cont.size());
-      s = greedy_generate(w, cfg, prompt.data(), static_cast<int64_t>(prompt.size()), static_cast<int64_t>(gen.size()),
+      s = greedy_generate(*dw, prompt.data(), static_cast<int64_t>(prompt.size()), static_cast<int64_t>(gen.size()),
                           gen.data());
       INFO(s.to_string());
       REQUIRE(s.ok());
@@ -821,7 +1191,7 @@ TEST_CASE("golden logits and greedy continuations from transformers", "[forward]
       for (size_t i = 0; i < gen.size(); ++i) same += gen[i] == cont[i] ? 1 : 0;
       std::printf("golden %-15s %-4s: %d sequences, max|ours-ref|/max|ref| = %.3g (%s), %.3g (scalar kernels), "
                   "greedy %zu/%zu tokens equal\n",
-                  name, variant, n_seq, worst, default_backend()->name(), worst_scalar, same, cont.size());
+                  name, variant, n_seq, worst, be->name(), worst_scalar, same, cont.size());
     }
   }
 }

@@ -1,5 +1,7 @@
-// Router: the GQA-collapsed head-mean path against the per-head path, every reduction combination against a
-// naive double-precision implementation written here, top-k order and ties, thread-count independence.
+// The CPU routing scan (backend/cpu/routing_scan.h, the CPU twin of Backend::route): the GQA-collapsed head-mean
+// path against the per-head path, every reduction combination against a naive double-precision implementation
+// written here, quantised indexes, top-k order, ties and tombstones, thread-count independence, and the host view
+// of a bank's routing index (engine/resident_bank.h routing_view).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -11,20 +13,25 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/routing_scan.h"
+#include "backend/cpu/score_kernels.h"
+#include "backend/routing_types.h"
 #include "core/thread_pool.h"
+#include "engine/resident_bank.h"
 #include "memory/memory_bank.h"
-#include "router/router.h"
-#include "router/score_kernels.h"
+#include "memory/page_codec.h"
 
 namespace {
 
 using msa::ChunkReduce;
 using msa::CpuIsa;
 using msa::HeadReduce;
+using msa::PageDType;
 using msa::QueryReduce;
 using msa::RouterQuery;
 using msa::RouterReductions;
-using msa::RoutingIndex;
+using msa::RoutingIndexView;
+using msa::ScanOptions;
 using msa::StatusCode;
 
 struct Shape {
@@ -36,26 +43,52 @@ std::string describe(const Shape& s) {
          " D=" + std::to_string(s.head_dim);
 }
 
-// Random routing index: n_docs documents of 1..max_chunks chunks each (contiguous), optionally followed by
-// `empty_docs` documents without chunks; keys ~ N(0, 1).
+// Random f32 routing index: n_docs documents of 1..max_chunks chunks each (contiguous), optionally followed by
+// `empty_docs` documents without chunks; keys ~ N(0, 1). The host arrays a RoutingIndexView points into.
 struct Corpus {
-  RoutingIndex index;
+  std::vector<float> keys;         // [n_chunks, kv_heads * head_dim]
+  std::vector<int32_t> chunk_doc;  // [n_chunks]
+  std::vector<uint64_t> ids;       // [n_documents]: the DocStore index + 1000
   int64_t n_documents = 0;
+  int64_t kv_heads = 0, head_dim = 0;
+  int64_t n_chunks() const { return static_cast<int64_t>(chunk_doc.size()); }
+  RoutingIndexView view() const {
+    RoutingIndexView v;
+    v.dtype = PageDType::kF32;
+    v.n_chunks = n_chunks();
+    v.n_kv_heads = kv_heads;
+    v.head_dim = head_dim;
+    v.keys = keys.empty() ? nullptr : keys.data();
+    v.chunk_doc = chunk_doc.empty() ? nullptr : chunk_doc.data();
+    v.n_documents = n_documents;
+    v.doc_ids = ids.empty() ? nullptr : ids.data();
+    return v;
+  }
 };
 
-Corpus make_corpus(int64_t n_docs, int64_t max_chunks, int64_t width, uint32_t seed, int64_t empty_docs = 0) {
+Corpus make_corpus(int64_t n_docs, int64_t max_chunks, int64_t kv_heads, int64_t head_dim, uint32_t seed,
+                   int64_t empty_docs = 0) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int64_t> chunks(1, max_chunks);
   std::normal_distribution<float> val(0.0f, 1.0f);
   Corpus c;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
   c.n_documents = n_docs + empty_docs;
   for (int64_t d = 0; d < n_docs; ++d) {
     const int64_t n = chunks(rng);
-    for (int64_t i = 0; i < n; ++i) c.index.chunk_doc.push_back(static_cast<int32_t>(d));
+    for (int64_t i = 0; i < n; ++i) c.chunk_doc.push_back(static_cast<int32_t>(d));
   }
-  c.index.keys.resize(c.index.chunk_doc.size() * static_cast<size_t>(width));
-  for (float& x : c.index.keys) x = val(rng);
+  for (int64_t d = 0; d < c.n_documents; ++d) c.ids.push_back(static_cast<uint64_t>(1000 + d));
+  c.keys.resize(c.chunk_doc.size() * static_cast<size_t>(kv_heads * head_dim));
+  for (float& x : c.keys) x = val(rng);
   return c;
+}
+
+ScanOptions with_isa(CpuIsa isa) {
+  ScanOptions o;
+  o.isa = isa;
+  return o;
 }
 
 std::vector<float> make_query(const Shape& s, uint32_t seed) {
@@ -82,7 +115,7 @@ std::vector<double> naive_scores(const Shape& s, const std::vector<float>& q, co
                                  const RouterReductions& red) {
   const int64_t width = s.kv_heads * s.head_dim;
   const int64_t group = s.heads / s.kv_heads;
-  const int64_t n_chunks = c.index.n_chunks();
+  const int64_t n_chunks = c.n_chunks();
   std::vector<double> chunk(static_cast<size_t>(n_chunks));
   for (int64_t ch = 0; ch < n_chunks; ++ch) {
     std::vector<double> per_token;
@@ -93,7 +126,7 @@ std::vector<double> naive_scores(const Shape& s, const std::vector<float>& q, co
         double dot = 0;
         for (int64_t d = 0; d < s.head_dim; ++d) {
           dot += static_cast<double>(q[static_cast<size_t>((t * s.heads + h) * s.head_dim + d)]) *
-                 static_cast<double>(c.index.keys[static_cast<size_t>(ch * width + g * s.head_dim + d)]);
+                 static_cast<double>(c.keys[static_cast<size_t>(ch * width + g * s.head_dim + d)]);
         }
         per_head.push_back(dot);
       }
@@ -121,7 +154,7 @@ std::vector<double> naive_scores(const Shape& s, const std::vector<float>& q, co
   for (int64_t d = 0; d < c.n_documents; ++d) {
     std::vector<double> mine;
     for (int64_t ch = 0; ch < n_chunks; ++ch) {
-      if (c.index.chunk_doc[static_cast<size_t>(ch)] == d) mine.push_back(chunk[static_cast<size_t>(ch)]);
+      if (c.chunk_doc[static_cast<size_t>(ch)] == d) mine.push_back(chunk[static_cast<size_t>(ch)]);
     }
     if (mine.empty()) continue;
     if (red.chunk == ChunkReduce::kMax) {
@@ -179,7 +212,7 @@ std::string describe(const RouterReductions& r) {
 
 std::vector<CpuIsa> isas() {
   std::vector<CpuIsa> v = {CpuIsa::kScalar};
-  if (msa::router::avx2_score_kernels_supported()) v.push_back(CpuIsa::kAvx2);
+  if (msa::scan::avx2_score_kernels_supported()) v.push_back(CpuIsa::kAvx2);
   return v;
 }
 
@@ -201,18 +234,17 @@ const std::vector<Shape> kShapes = {
 TEST_CASE("GQA-collapsed head mean equals the per-head path", "[router]") {
   uint32_t seed = 1;
   for (const Shape& s : kShapes) {
-    const Corpus c = make_corpus(23, 9, s.kv_heads * s.head_dim, seed++);
+    const Corpus c = make_corpus(23, 9, s.kv_heads, s.head_dim, seed++);
     const std::vector<float> q = make_query(s, seed++);
     for (const RouterReductions& r : all_reductions()) {
       if (r.head != HeadReduce::kMean) continue;
       std::vector<float> ref;
-      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.index, c.n_documents, r, &ref).ok());
+      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.view(), r, &ref).ok());
       for (CpuIsa isa : isas()) {
         INFO(describe(s) << ", " << describe(r) << ", isa " << static_cast<int>(isa));
-        msa::RouterOptions opt;
-        opt.isa = isa;
+        const ScanOptions opt = with_isa(isa);
         std::vector<float> got;
-        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        REQUIRE(msa::score_documents(as_query(s, q), c.view(), r, &got, opt).ok());
         check_close(got, ref, 1e-5);
       }
     }
@@ -223,22 +255,21 @@ TEST_CASE("Every reduction combination matches a naive double implementation", "
   uint32_t seed = 100;
   for (const Shape& s : kShapes) {
     // Two documents without chunks at the end: they score -inf under every reduction.
-    const Corpus c = make_corpus(17, 7, s.kv_heads * s.head_dim, seed++, 2);
+    const Corpus c = make_corpus(17, 7, s.kv_heads, s.head_dim, seed++, 2);
     const std::vector<float> q = make_query(s, seed++);
     for (const RouterReductions& r : all_reductions()) {
       const std::vector<double> want = naive_scores(s, q, c, r);
       std::vector<float> per_head;
-      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.index, c.n_documents, r, &per_head).ok());
+      REQUIRE(msa::score_documents_per_head(as_query(s, q), c.view(), r, &per_head).ok());
       {
         INFO(describe(s) << ", " << describe(r) << ", per-head reference");
         check_close(per_head, want, 1e-5);
       }
       for (CpuIsa isa : isas()) {
         INFO(describe(s) << ", " << describe(r) << ", isa " << static_cast<int>(isa));
-        msa::RouterOptions opt;
-        opt.isa = isa;
+        const ScanOptions opt = with_isa(isa);
         std::vector<float> got;
-        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        REQUIRE(msa::score_documents(as_query(s, q), c.view(), r, &got, opt).ok());
         check_close(got, want, 1e-5);
       }
     }
@@ -248,8 +279,8 @@ TEST_CASE("Every reduction combination matches a naive double implementation", "
 TEST_CASE("Scores are bitwise independent of the thread count", "[router]") {
   // 1000+ chunks = 11+ blocks of 96, with a partial last block.
   const Shape s{11, 8, 2, 24};
-  const Corpus c = make_corpus(300, 7, s.kv_heads * s.head_dim, 7);
-  REQUIRE(c.index.n_chunks() > 1000);
+  const Corpus c = make_corpus(300, 7, s.kv_heads, s.head_dim, 7);
+  REQUIRE(c.n_chunks() > 1000);
   const std::vector<float> q = make_query(s, 8);
   msa::ThreadPool p1(1), p2(2), p3(3);
   for (CpuIsa isa : isas()) {
@@ -257,11 +288,10 @@ TEST_CASE("Scores are bitwise independent of the thread count", "[router]") {
       INFO(describe(r) << ", isa " << static_cast<int>(isa));
       std::vector<std::vector<float>> results;
       for (msa::ThreadPool* pool : {&p1, &p2, &p3}) {
-        msa::RouterOptions opt;
-        opt.isa = isa;
+        ScanOptions opt = with_isa(isa);
         opt.pool = pool;
         std::vector<float> got;
-        REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+        REQUIRE(msa::score_documents(as_query(s, q), c.view(), r, &got, opt).ok());
         results.push_back(got);
       }
       for (size_t i = 1; i < results.size(); ++i) {
@@ -276,24 +306,23 @@ TEST_CASE("A chunk's score does not depend on its neighbours (block and tile pos
   // Scoring a prefix of the index must give the prefix's documents the same bits as scoring the whole index:
   // the chunks land in different block/tile positions only at the prefix's end.
   const Shape s{20, 8, 4, 16};
-  const Corpus c = make_corpus(150, 4, s.kv_heads * s.head_dim, 11);
+  const Corpus c = make_corpus(150, 4, s.kv_heads, s.head_dim, 11);
   const std::vector<float> q = make_query(s, 12);
   for (CpuIsa isa : isas()) {
     for (const RouterReductions& r : all_reductions()) {
       INFO(describe(r) << ", isa " << static_cast<int>(isa));
-      msa::RouterOptions opt;
-      opt.isa = isa;
+      const ScanOptions opt = with_isa(isa);
       std::vector<float> full;
-      REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &full, opt).ok());
+      REQUIRE(msa::score_documents(as_query(s, q), c.view(), r, &full, opt).ok());
       // Cut after document 100 (chunk count not a multiple of any tile width, in general).
-      RoutingIndex prefix;
-      size_t n = 0;
-      while (n < c.index.chunk_doc.size() && c.index.chunk_doc[n] < 100) ++n;
-      prefix.chunk_doc.assign(c.index.chunk_doc.begin(), c.index.chunk_doc.begin() + static_cast<long>(n));
-      prefix.keys.assign(c.index.keys.begin(),
-                         c.index.keys.begin() + static_cast<long>(n * static_cast<size_t>(s.kv_heads * s.head_dim)));
+      int64_t n = 0;
+      while (n < c.n_chunks() && c.chunk_doc[static_cast<size_t>(n)] < 100) ++n;
+      RoutingIndexView prefix = c.view();  // the first n chunks and 100 documents of the same arrays
+      prefix.n_chunks = n;
+      prefix.n_documents = 100;
       std::vector<float> part;
-      REQUIRE(msa::score_documents(as_query(s, q), prefix, 100, r, &part, opt).ok());
+      REQUIRE(msa::score_documents(as_query(s, q), prefix, r, &part, opt).ok());
+      REQUIRE(part.size() == 100);
       CHECK(std::memcmp(part.data(), full.data(), 100 * sizeof(float)) == 0);
     }
   }
@@ -301,65 +330,139 @@ TEST_CASE("A chunk's score does not depend on its neighbours (block and tile pos
 
 TEST_CASE("score_documents rejects bad input with a message", "[router]") {
   const Shape s{2, 4, 2, 8};
-  const Corpus c = make_corpus(3, 2, 16, 3);
+  const Corpus c = make_corpus(3, 2, 2, 8, 3);
   const std::vector<float> q = make_query(s, 4);
   const RouterReductions r;
   std::vector<float> out;
-  auto expect_invalid = [&](RouterQuery rq, const RoutingIndex& idx, int64_t n_docs, const RouterReductions& red,
+  auto expect_invalid = [&](RouterQuery rq, const RoutingIndexView& idx, const RouterReductions& red,
                             std::vector<float>* o) {
-    const msa::Status st = msa::score_documents(rq, idx, n_docs, red, o);
+    const msa::Status st = msa::score_documents(rq, idx, red, o);
     CHECK(st.code() == StatusCode::kInvalidArgument);
     CHECK_FALSE(st.message().empty());
-    CHECK(msa::score_documents_per_head(rq, idx, n_docs, red, o).code() == StatusCode::kInvalidArgument);
+    CHECK(msa::score_documents_per_head(rq, idx, red, o).code() == StatusCode::kInvalidArgument);
   };
   RouterQuery good = as_query(s, q);
-  REQUIRE(msa::score_documents(good, c.index, c.n_documents, r, &out).ok());
+  REQUIRE(msa::score_documents(good, c.view(), r, &out).ok());
   CHECK(out.size() == 3);
 
-  expect_invalid(good, c.index, c.n_documents, r, nullptr);
+  expect_invalid(good, c.view(), r, nullptr);
   RouterQuery bad = good;
   bad.q = nullptr;
-  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  expect_invalid(bad, c.view(), r, &out);
   bad = good;
   bad.n_tokens = 0;
-  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  expect_invalid(bad, c.view(), r, &out);
   bad = good;
   bad.n_kv_heads = 3;  // 4 % 3 != 0
-  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  expect_invalid(bad, c.view(), r, &out);
   bad = good;
   bad.head_dim = 4;  // width 8 != the index's 16
-  expect_invalid(bad, c.index, c.n_documents, r, &out);
+  expect_invalid(bad, c.view(), r, &out);
   bad = good;
   bad.n_heads = 0;
-  expect_invalid(bad, c.index, c.n_documents, r, &out);
-  expect_invalid(good, c.index, c.n_documents - 1, r, &out);  // chunk_doc names a document past the end
-  RoutingIndex torn = c.index;
-  torn.keys.pop_back();
-  expect_invalid(good, torn, c.n_documents, r, &out);
+  expect_invalid(bad, c.view(), r, &out);
+  RoutingIndexView v = c.view();
+  v.n_documents = c.n_documents - 1;  // chunk_doc names a document past the end
+  expect_invalid(good, v, r, &out);
+  v = c.view();
+  v.n_documents = -1;
+  expect_invalid(good, v, r, &out);
+  // Views that do not hold what they claim: no key rows, no chunk_doc, int8 without scales, an unknown dtype,
+  // an index of another head shape.
+  v = c.view();
+  v.keys = nullptr;
+  expect_invalid(good, v, r, &out);
+  v = c.view();
+  v.chunk_doc = nullptr;
+  expect_invalid(good, v, r, &out);
+  std::vector<uint8_t> packed(static_cast<size_t>(c.n_chunks() * 16));
+  v = c.view();
+  v.dtype = PageDType::kInt8;
+  v.keys = nullptr;
+  v.packed = packed.data();
+  expect_invalid(good, v, r, &out);
+  v = c.view();
+  v.dtype = static_cast<PageDType>(9);
+  expect_invalid(good, v, r, &out);
+  v = c.view();
+  v.n_kv_heads = 1;
+  v.head_dim = 16;
+  expect_invalid(good, v, r, &out);
   RouterReductions weird;
   weird.query = static_cast<QueryReduce>(7);
-  expect_invalid(good, c.index, c.n_documents, weird, &out);
+  expect_invalid(good, c.view(), weird, &out);
+  weird = r;
+  weird.head = static_cast<HeadReduce>(5);
+  expect_invalid(good, c.view(), weird, &out);
+  weird = r;
+  weird.chunk = static_cast<ChunkReduce>(5);
+  expect_invalid(good, c.view(), weird, &out);
 
   // An empty index scores every document -inf; no documents gives no scores.
-  RoutingIndex empty;
-  REQUIRE(msa::score_documents(good, empty, 2, r, &out).ok());
+  RoutingIndexView empty = c.view();
+  empty.n_chunks = 0;
+  empty.keys = nullptr;
+  empty.chunk_doc = nullptr;
+  empty.n_documents = 2;
+  REQUIRE(msa::score_documents(good, empty, r, &out).ok());
   CHECK(out == std::vector<float>(2, -std::numeric_limits<float>::infinity()));
-  REQUIRE(msa::score_documents(good, empty, 0, r, &out).ok());
+  empty.n_documents = 0;
+  REQUIRE(msa::score_documents(good, empty, r, &out).ok());
   CHECK(out.empty());
+}
+
+TEST_CASE("A bf16 or int8 index scores as the f32 index of its decoded keys", "[router]") {
+  // The scan dequantises blocks into an f32 tile and runs the f32 kernels on it: the same bits as an f32 index
+  // holding the decoded values (decode_index_rows is page_codec's decode_rows).
+  const Shape s{6, 8, 2, 24};
+  const Corpus c = make_corpus(130, 5, s.kv_heads, s.head_dim, 31);
+  const std::vector<float> q = make_query(s, 32);
+  const int64_t width = s.kv_heads * s.head_dim;
+  for (PageDType dt : {PageDType::kBF16, PageDType::kInt8}) {
+    std::vector<uint8_t> packed(static_cast<size_t>(c.n_chunks()) * msa::page_row_bytes(dt, width));
+    std::vector<float> scales(static_cast<size_t>(c.n_chunks() * msa::page_row_scales(dt, s.kv_heads)));
+    msa::encode_rows(dt, c.keys.data(), c.n_chunks(), s.kv_heads, s.head_dim, packed.data(),
+                     scales.empty() ? nullptr : scales.data());
+    Corpus decoded = c;
+    msa::decode_rows(dt, packed.data(), scales.empty() ? nullptr : scales.data(), c.n_chunks(), s.kv_heads,
+                     s.head_dim, decoded.keys.data());
+    RoutingIndexView qv = c.view();
+    qv.dtype = dt;
+    qv.keys = nullptr;
+    qv.packed = packed.data();
+    qv.scales = scales.empty() ? nullptr : scales.data();
+    // decode_index_rows of a middle range gives the decoded rows.
+    std::vector<float> rows(static_cast<size_t>(7 * width));
+    msa::decode_index_rows(qv, 11, 7, rows.data());
+    CHECK(std::memcmp(rows.data(), decoded.keys.data() + 11 * width, rows.size() * sizeof(float)) == 0);
+    for (CpuIsa isa : isas()) {
+      for (const RouterReductions& r : all_reductions()) {
+        INFO(msa::page_dtype_name(dt) << ", " << describe(r) << ", isa " << static_cast<int>(isa));
+        std::vector<float> got, want;
+        REQUIRE(msa::score_documents(as_query(s, q), qv, r, &got, with_isa(isa)).ok());
+        REQUIRE(msa::score_documents(as_query(s, q), decoded.view(), r, &want, with_isa(isa)).ok());
+        CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+        std::vector<float> ref;
+        REQUIRE(msa::score_documents_per_head(as_query(s, q), qv, r, &ref).ok());
+        std::vector<float> ref_decoded;
+        REQUIRE(msa::score_documents_per_head(as_query(s, q), decoded.view(), r, &ref_decoded).ok());
+        CHECK(std::memcmp(ref.data(), ref_decoded.data(), ref.size() * sizeof(float)) == 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("NaN in the routing keys propagates through max and mean", "[router]") {
   const Shape s{3, 4, 2, 8};
-  Corpus c = make_corpus(4, 3, 16, 21);
-  c.index.keys[5] = std::nanf("");  // chunk 0, which belongs to document 0
+  Corpus c = make_corpus(4, 3, 2, 8, 21);
+  c.keys[5] = std::nanf("");  // chunk 0, which belongs to document 0
   const std::vector<float> q = make_query(s, 22);
   for (CpuIsa isa : isas()) {
     for (const RouterReductions& r : all_reductions()) {
       INFO(describe(r));
-      msa::RouterOptions opt;
-      opt.isa = isa;
+      const ScanOptions opt = with_isa(isa);
       std::vector<float> got;
-      REQUIRE(msa::score_documents(as_query(s, q), c.index, c.n_documents, r, &got, opt).ok());
+      REQUIRE(msa::score_documents(as_query(s, q), c.view(), r, &got, opt).ok());
       CHECK(std::isnan(got[0]));
       for (size_t d = 1; d < got.size(); ++d) CHECK(std::isfinite(got[d]));
     }
@@ -369,6 +472,28 @@ TEST_CASE("NaN in the routing keys propagates through max and mean", "[router]")
 // ------------------------------------------------------------------------------------------------ top-k
 
 namespace {
+
+// The document side of a routing index (no chunks): caller ids and, optionally, tombstones.
+struct Docs {
+  std::vector<uint64_t> ids;
+  std::vector<uint8_t> removed;  // empty: none removed (the view's removed stays null)
+  RoutingIndexView view() const {
+    RoutingIndexView v;
+    v.n_kv_heads = 1;
+    v.head_dim = 2;
+    v.n_documents = static_cast<int64_t>(ids.size());
+    v.doc_ids = ids.empty() ? nullptr : ids.data();
+    v.removed = removed.empty() ? nullptr : removed.data();
+    return v;
+  }
+};
+
+Docs docs_with_ids(std::vector<uint64_t> ids, std::vector<uint8_t> removed = {}) {
+  Docs d;
+  d.ids = std::move(ids);
+  d.removed = std::move(removed);
+  return d;
+}
 
 // A bank whose documents have the given ids (one chunk each, width 2).
 std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids) {
@@ -384,6 +509,7 @@ std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids)
   REQUIRE(msa::MemoryBank::create(cfg, {std::vector<float>(6)}, {std::vector<float>(6)}, &bank).ok());
   std::vector<msa::DocumentRecord> docs;
   std::vector<msa::PooledDocument> pooled;
+  float key = 0.0f;
   for (uint64_t id : ids) {
     msa::DocumentRecord d;
     d.id = id;
@@ -391,7 +517,8 @@ std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids)
     msa::PooledDocument p;
     p.n_tokens = 3;
     p.n_chunks = 1;
-    p.k = p.v = p.rk = {std::vector<float>(2, 0.25f)};
+    key += 0.125f;
+    p.k = p.v = p.rk = {std::vector<float>{key, -key}};
     docs.push_back(d);
     pooled.push_back(p);
   }
@@ -409,10 +536,10 @@ std::vector<uint64_t> ids_of(const std::vector<msa::ScoredDocument>& v) {
 
 TEST_CASE("select_top_k orders by score desc, then id asc", "[router]") {
   // Index:        0    1    2    3    4    5
-  auto bank = bank_with_ids({50, 7, 31, 2, 90, 8});
+  const Docs bank = docs_with_ids({50, 7, 31, 2, 90, 8});
   const std::vector<float> scores = {0.5f, 0.9f, 0.5f, 0.5f, 0.1f, 0.9f};
   std::vector<msa::ScoredDocument> top;
-  REQUIRE(msa::select_top_k(scores, *bank, 4, &top).ok());
+  REQUIRE(msa::select_top_k(scores, bank.view(), 4, &top).ok());
   // 0.9: ids 7, 8; 0.5: ids 2, 31, 50 -> the boundary tie keeps the lowest id (2).
   CHECK(ids_of(top) == std::vector<uint64_t>{7, 8, 2, 31});
   CHECK(top[0].index == 1);
@@ -421,28 +548,85 @@ TEST_CASE("select_top_k orders by score desc, then id asc", "[router]") {
   CHECK(top[3].score == 0.5f);
 
   // k > n_documents: all of them, never an invented document.
-  REQUIRE(msa::select_top_k(scores, *bank, 100, &top).ok());
+  REQUIRE(msa::select_top_k(scores, bank.view(), 100, &top).ok());
   CHECK(ids_of(top) == std::vector<uint64_t>{7, 8, 2, 31, 50, 90});
 
   // k = 0, negative k, size mismatch, null out.
-  CHECK(msa::select_top_k(scores, *bank, 0, &top).code() == StatusCode::kInvalidArgument);
-  CHECK(msa::select_top_k(scores, *bank, -3, &top).code() == StatusCode::kInvalidArgument);
-  CHECK(msa::select_top_k({0.1f}, *bank, 2, &top).code() == StatusCode::kInvalidArgument);
-  CHECK(msa::select_top_k(scores, *bank, 2, nullptr).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k(scores, bank.view(), 0, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k(scores, bank.view(), -3, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k({0.1f}, bank.view(), 2, &top).code() == StatusCode::kInvalidArgument);
+  CHECK(msa::select_top_k(scores, bank.view(), 2, nullptr).code() == StatusCode::kInvalidArgument);
+  RoutingIndexView no_ids = bank.view();  // the tie rule needs the caller ids
+  no_ids.doc_ids = nullptr;
+  CHECK(msa::select_top_k(scores, no_ids, 2, &top).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("select_top_k never returns a tombstoned document", "[router]") {
+  // Index:        0    1    2    3    4    5
+  const Docs bank = docs_with_ids({50, 7, 31, 2, 90, 8}, {0, 1, 0, 0, 1, 0});
+  const std::vector<float> scores = {0.5f, 0.9f, 0.5f, 0.5f, 2.0f, 0.9f};
+  std::vector<msa::ScoredDocument> top;
+  REQUIRE(msa::select_top_k(scores, bank.view(), 3, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{8, 2, 31});
+  // k past the live documents: the 4 live ones, never a removed one.
+  REQUIRE(msa::select_top_k(scores, bank.view(), 6, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{8, 2, 31, 50});
+  // Everything removed: an empty selection.
+  const Docs gone = docs_with_ids({1, 2}, {1, 1});
+  REQUIRE(msa::select_top_k({1.0f, 2.0f}, gone.view(), 2, &top).ok());
+  CHECK(top.empty());
+}
+
+TEST_CASE("routing_view shows a bank's routing index, ids and tombstones", "[router]") {
+  auto bank = bank_with_ids({50, 7, 31, 2});
+  REQUIRE(bank->remove({31}).ok());
+  // The per-document arrays as ResidentBank::sync builds them.
+  std::vector<uint64_t> ids;
+  std::vector<uint8_t> removed;
+  for (int64_t i = 0; i < bank->n_documents(); ++i) {
+    ids.push_back(bank->document(i).id);
+    removed.push_back(bank->is_removed(i) ? 1 : 0);
+  }
+  const RoutingIndexView v = msa::routing_view(*bank, 0, ids, removed);
+  const msa::RoutingIndex& ri = bank->routing(0);
+  CHECK(v.dtype == ri.dtype);
+  CHECK(v.n_chunks == ri.n_chunks());
+  CHECK(v.n_chunks == 4);
+  CHECK(v.n_kv_heads == 1);
+  CHECK(v.head_dim == 2);
+  CHECK(v.n_documents == bank->n_documents());
+  CHECK(v.keys == ri.keys.data());
+  CHECK(v.chunk_doc == ri.chunk_doc.data());
+  CHECK(v.doc_ids == ids.data());
+  CHECK(v.removed == removed.data());
+  // Query (1, 0) against keys (0.125 i, -0.125 i): document i scores 0.125 (i + 1), head dim 2 unscaled.
+  const std::vector<float> q = {1.0f, 0.0f};
+  RouterQuery rq;
+  rq.q = q.data();
+  rq.n_tokens = 1;
+  rq.n_heads = 1;
+  rq.n_kv_heads = 1;
+  rq.head_dim = 2;
+  std::vector<float> scores;
+  REQUIRE(msa::score_documents(rq, v, RouterReductions(), &scores).ok());
+  CHECK(scores == std::vector<float>{0.125f, 0.25f, 0.375f, 0.5f});
+  std::vector<msa::ScoredDocument> top;
+  REQUIRE(msa::select_top_k(scores, v, 4, &top).ok());
+  CHECK(ids_of(top) == std::vector<uint64_t>{2, 7, 50});  // 31 (index 2) is tombstoned
 }
 
 TEST_CASE("select_top_k ranks NaN below every number, -inf included", "[router]") {
-  auto bank = bank_with_ids({1, 2, 3, 4, 5});
+  const Docs bank = docs_with_ids({1, 2, 3, 4, 5});
   const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
   const std::vector<float> scores = {nan, -inf, nan, -1e30f, inf};
   std::vector<msa::ScoredDocument> top;
-  REQUIRE(msa::select_top_k(scores, *bank, 3, &top).ok());
+  REQUIRE(msa::select_top_k(scores, bank.view(), 3, &top).ok());
   CHECK(ids_of(top) == std::vector<uint64_t>{5, 4, 2});
-  REQUIRE(msa::select_top_k(scores, *bank, 5, &top).ok());
+  REQUIRE(msa::select_top_k(scores, bank.view(), 5, &top).ok());
   CHECK(ids_of(top) == std::vector<uint64_t>{5, 4, 2, 1, 3});
   // Signed zeros tie and fall back to ids.
-  auto bank2 = bank_with_ids({9, 4});
-  REQUIRE(msa::select_top_k({0.0f, -0.0f}, *bank2, 2, &top).ok());
+  const Docs bank2 = docs_with_ids({9, 4});
+  REQUIRE(msa::select_top_k({0.0f, -0.0f}, bank2.view(), 2, &top).ok());
   CHECK(ids_of(top) == std::vector<uint64_t>{4, 9});
 }
 
@@ -450,7 +634,7 @@ TEST_CASE("select_top_k agrees with a full sort on many random tied scores", "[r
   std::mt19937 rng(5);
   std::vector<uint64_t> ids(500);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = (i * 7919) % 1000;  // distinct, not in index order
-  auto bank = bank_with_ids(ids);
+  const Docs bank = docs_with_ids(ids);
   std::uniform_int_distribution<int> level(0, 20);  // few distinct values: many ties
   std::vector<float> scores(ids.size());
   for (float& x : scores) x = static_cast<float>(level(rng)) * 0.125f;
@@ -461,7 +645,7 @@ TEST_CASE("select_top_k agrees with a full sort on many random tied scores", "[r
   });
   for (int64_t k : {1, 16, 77, 500}) {
     std::vector<msa::ScoredDocument> top;
-    REQUIRE(msa::select_top_k(scores, *bank, k, &top).ok());
+    REQUIRE(msa::select_top_k(scores, bank.view(), k, &top).ok());
     REQUIRE(top.size() == static_cast<size_t>(k));
     for (size_t i = 0; i < top.size(); ++i) CHECK(top[i].index == static_cast<int64_t>(order[i]));
   }

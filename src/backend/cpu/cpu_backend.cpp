@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/routing_scan.h"
 #include "core/thread_pool.h"
 
 namespace msa {
@@ -152,13 +154,86 @@ Status CpuBackend::rmsnorm(const float* x, int64_t n_rows, int64_t dim, const Te
   return Status::Ok();
 }
 
-void CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float* cos,
-                      const float* sin) {
+Status CpuBackend::rope_table(int64_t head_dim, double theta, int64_t n_positions, const float** cos,
+                              const float** sin) {
+  const auto key = std::make_pair(head_dim, theta);
+  {
+    std::shared_lock<std::shared_mutex> lock(rope_mu_);
+    auto it = rope_.find(key);
+    if (it != rope_.end() && it->second->n >= n_positions) {
+      *cos = it->second->cos.data();
+      *sin = it->second->sin.data();
+      return Status::Ok();
+    }
+  }
+  std::unique_lock<std::shared_mutex> lock(rope_mu_);
+  std::unique_ptr<RopeTable>& t = rope_[key];
+  if (!t) t = std::make_unique<RopeTable>();
+  if (t->n < n_positions) {
+    // Grow to the next power of two (at least 64 positions) so that decoding does not rebuild it per token.
+    int64_t n = 64;
+    while (n < n_positions) n *= 2;
+    const int64_t half = head_dim / 2;
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    // Replaced under the unique lock: rope() reads a table only while holding the shared lock.
+    auto grown = std::make_unique<RopeTable>();
+    grown->n = n;
+    grown->cos.resize(static_cast<size_t>(n * half));
+    grown->sin.resize(static_cast<size_t>(n * half));
+    compute_rope_table(pos.data(), n, head_dim, theta, grown->cos.data(), grown->sin.data());
+    t = std::move(grown);
+  }
+  *cos = t->cos.data();
+  *sin = t->sin.data();
+  return Status::Ok();
+}
+
+Status CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                        double theta) {
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    return Error(StatusCode::kInvalidArgument, "rope: head_dim ", head_dim, " must be even and > 0");
+  }
+  if (n_tokens <= 0) return Status::Ok();
+  const int64_t half = head_dim / 2;
+  int32_t max_pos = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (positions[t] < 0) return Error(StatusCode::kInvalidArgument, "rope: position ", positions[t], " < 0");
+    max_pos = std::max(max_pos, positions[t]);
+  }
+  const float* cos_t = nullptr;
+  const float* sin_t = nullptr;
+  std::vector<float> own_cos, own_sin;  // far positions: a table of just this call's tokens
+  std::vector<int32_t> own_pos;
+  if (max_pos >= kMaxRopeTable) {
+    own_cos.resize(static_cast<size_t>(n_tokens * half));
+    own_sin.resize(static_cast<size_t>(n_tokens * half));
+    compute_rope_table(positions, n_tokens, head_dim, theta, own_cos.data(), own_sin.data());
+    own_pos.resize(static_cast<size_t>(n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t) own_pos[static_cast<size_t>(t)] = static_cast<int32_t>(t);
+    rope_apply(x, n_tokens, n_heads, head_dim, own_pos.data(), own_cos.data(), own_sin.data());
+    return Status::Ok();
+  }
+  MSA_RETURN_IF_ERROR(rope_table(head_dim, theta, int64_t{max_pos} + 1, &cos_t, &sin_t));
+  // Tables are replaced only under the unique lock (a larger position elsewhere): read this one under the
+  // shared lock, looked up again now that it is held.
+  std::shared_lock<std::shared_mutex> lock(rope_mu_);
+  {
+    auto it = rope_.find(std::make_pair(head_dim, theta));
+    cos_t = it->second->cos.data();
+    sin_t = it->second->sin.data();
+  }
+  rope_apply(x, n_tokens, n_heads, head_dim, positions, cos_t, sin_t);
+  return Status::Ok();
+}
+
+void CpuBackend::rope_apply(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                            const float* cos_t, const float* sin_t) {
   const int64_t half = head_dim / 2;
   pool_->parallel_for(n_tokens, grain_for(n_heads * head_dim, 1 << 16), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const float* c = cos + t * half;
-      const float* s = sin + t * half;
+      const float* c = cos_t + static_cast<int64_t>(positions[t]) * half;
+      const float* s = sin_t + static_cast<int64_t>(positions[t]) * half;
       for (int64_t h = 0; h < n_heads; ++h) {
         float* v = x + (t * n_heads + h) * head_dim;
         for (int64_t i = 0; i < half; ++i) {
@@ -185,6 +260,12 @@ void CpuBackend::swiglu(const float* gate, const float* up, float* out, int64_t 
 void CpuBackend::add(const float* a, const float* b, float* out, int64_t n) {
   pool_->parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) out[i] = a[i] + b[i];
+  });
+}
+
+void CpuBackend::scale(float* x, float s, int64_t n) {
+  pool_->parallel_for(n, 1 << 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) x[i] *= s;
   });
 }
 
@@ -219,6 +300,20 @@ Status CpuBackend::embedding(const TensorView& table, const int32_t* ids, int64_
   }
   pool_->parallel_for(n, grain_for(dim, 1 << 16), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) cpu::to_f32(table.dtype, table.row_bytes(ids[t]), out + t * dim, dim);
+  });
+  return Status::Ok();
+}
+
+Status CpuBackend::gather_rows(const float* src, int64_t n_src, int64_t width, const int32_t* rows, int64_t n,
+                               float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (rows[i] < 0 || rows[i] >= n_src) {
+      return Error(StatusCode::kInvalidArgument, "gather_rows: row ", rows[i], " at index ", i, " outside [0, ", n_src,
+                   ")");
+    }
+  }
+  pool_->parallel_for(n, grain_for(width, 1 << 16), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::copy_n(src + static_cast<int64_t>(rows[i]) * width, width, dst + i * width);
   });
   return Status::Ok();
 }
@@ -316,5 +411,104 @@ void CpuBackend::mean_pool(const float* x, int64_t n_rows, int64_t dim, int64_t 
     }
   });
 }
+
+void CpuBackend::l2_normalize(float* x, int64_t n_vectors, int64_t dim) {
+  pool_->parallel_for(n_vectors, grain_for(dim, 1 << 14),
+                      [&](int64_t b, int64_t e) { l2_normalize_heads(x + b * dim, e - b, dim); });
+}
+
+Status CpuBackend::decode_pages(PageDType dtype, const uint8_t* rows, const float* scales, int64_t n_rows,
+                                int64_t n_heads, int64_t head_dim, float* out) {
+  if (!page_dtype_valid(static_cast<uint32_t>(dtype)) || n_rows < 0 || n_heads <= 0 || head_dim <= 0) {
+    return Error(StatusCode::kInvalidArgument, "decode_pages: bad arguments (dtype ", static_cast<uint32_t>(dtype),
+                 ", rows ", n_rows, ", heads ", n_heads, ", head_dim ", head_dim, ")");
+  }
+  if (dtype == PageDType::kInt8 && scales == nullptr && n_rows > 0) {
+    return Error(StatusCode::kInvalidArgument, "decode_pages: int8 pages need their scales");
+  }
+  const size_t rb = page_row_bytes(dtype, n_heads * head_dim);
+  pool_->parallel_for(n_rows, grain_for(n_heads * head_dim, 1 << 15), [&](int64_t b, int64_t e) {
+    decode_rows(dtype, rows + static_cast<size_t>(b) * rb, scales ? scales + b * n_heads : nullptr, e - b, n_heads,
+                head_dim, out + b * n_heads * head_dim);
+  });
+  return Status::Ok();
+}
+
+namespace {
+
+// The CPU's resident routing index: the host view itself (zero-copy).
+class CpuRoutingIndex final : public ResidentRoutingIndex {
+ public:
+  explicit CpuRoutingIndex(const RoutingIndexView& v) : view(v) {}
+  int64_t n_chunks() const override { return view.n_chunks; }
+  int64_t n_documents() const override { return view.n_documents; }
+  int64_t device_bytes() const override { return 0; }
+  RoutingIndexView view;
+};
+
+}  // namespace
+
+Status CpuBackend::upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "upload_routing_index: out is null");
+  MSA_RETURN_IF_ERROR(check_routing_view(host, "upload_routing_index"));
+  *out = std::make_unique<CpuRoutingIndex>(host);
+  return Status::Ok();
+}
+
+Status CpuBackend::route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) {
+  if (out == nullptr) return Error(StatusCode::kInvalidArgument, "route: out is null");
+  const auto* ci = dynamic_cast<const CpuRoutingIndex*>(&index);
+  if (ci == nullptr) return Error(StatusCode::kInvalidArgument, "route: the index is not resident on ", name());
+  if (req.k <= 0) return Error(StatusCode::kInvalidArgument, "route: k = ", req.k, ", must be >= 1");
+  ScanOptions so;
+  so.pool = pool_;
+  so.isa = isa_;
+  std::vector<float> scores;
+  MSA_RETURN_IF_ERROR(score_documents(req.query, ci->view, req.reductions, &scores, so));
+  MSA_RETURN_IF_ERROR(select_top_k(scores, ci->view, req.k, &out->top));
+  if (req.want_scores) {
+    out->scores = std::move(scores);
+  } else {
+    out->scores.clear();
+  }
+  return Status::Ok();
+}
+
+std::string CpuBackend::device_description() const {
+  return std::string("CPU (") + name() + ", " + std::to_string(pool_->size()) + " threads)";
+}
+
+Status CpuBackend::upload(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+  return Status::Ok();
+}
+
+Status CpuBackend::download(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+  return Status::Ok();
+}
+
+Status CpuBackend::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, bytes);
+  return Status::Ok();
+}
+
+Status CpuBackend::prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage) {
+  if (host.data != nullptr && host.dtype != DType::kF32 && host.dtype != DType::kBF16 && host.dtype != DType::kF16) {
+    return Error(StatusCode::kDtype, name(), ": cannot compute with ", dtype_name(host.dtype), " weights");
+  }
+  *out = host;
+  storage->reset();
+  return Status::Ok();
+}
+
+void* CpuBackend::alloc_device_raw(size_t bytes, Status* error) {
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) *error = Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes");
+  return p;
+}
+
+void CpuBackend::free_device_raw(void* p, size_t) noexcept { std::free(p); }
 
 }  // namespace msa

@@ -11,6 +11,13 @@
 // whole forward inherits the property for batches of > 8 rows.
 #pragma once
 
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <map>
+#include <utility>
+#include <vector>
+
 #include "backend/backend.h"
 
 namespace msa {
@@ -44,22 +51,60 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() const { return *pool_; }
 
   const char* name() const override;
+  std::string device_description() const override;
+
+  // Memory is host memory: transfers are memcpy, the queue is synchronous.
+  Status upload(void* dst, const void* src, size_t bytes) override;
+  Status download(void* dst, const void* src, size_t bytes) override;
+  Status copy(void* dst, const void* src, size_t bytes) override;
+  Status synchronize() override { return Status::Ok(); }
+  // The checkpoint's tensors are read in place (the mmap): no copy, `storage` stays empty.
+  Status prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage) override;
+
   Status matmul(const float* x, int64_t n_rows, const TensorView& w, float* y) override;
   Status rmsnorm(const float* x, int64_t n_rows, int64_t dim, const TensorView& weight, float eps,
                  float* y) override;
-  void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const float* cos,
-            const float* sin) override;
+  Status rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+              double theta) override;
   void swiglu(const float* gate, const float* up, float* out, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
+  void scale(float* x, float s, int64_t n) override;
   void softmax(float* x, int64_t n_rows, int64_t n_cols) override;
   Status embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) override;
+  Status gather_rows(const float* src, int64_t n_src, int64_t width, const int32_t* rows, int64_t n,
+                     float* dst) override;
   Status attention(const AttentionArgs& args) override;
   void mean_pool(const float* x, int64_t n_rows, int64_t dim, int64_t chunk, float* out) override;
+  void l2_normalize(float* x, int64_t n_vectors, int64_t dim) override;
+  Status decode_pages(PageDType dtype, const uint8_t* rows, const float* scales, int64_t n_rows, int64_t n_heads,
+                      int64_t head_dim, float* out) override;
+  // Zero-copy: the resident index is the host view itself (the routing tier stays in host RAM on the CPU).
+  Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) override;
+  Status route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) override;
+
+  // The table rope() reads: cos/sin of positions [0, n) for (head_dim, theta), grown on demand and shared by
+  // every call (computed by compute_rope_table, so identical to a per-call table). Thread-safe.
+  Status rope_table(int64_t head_dim, double theta, int64_t n_positions, const float** cos, const float** sin);
+
+ protected:
+  // Positions from here on get a per-call table instead of growing the shared one.
+  static constexpr int32_t kMaxRopeTable = 1 << 20;
+  void rope_apply(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                  const float* cos_t, const float* sin_t);
+  void* alloc_device_raw(size_t bytes, Status* error) override;
+  void free_device_raw(void* p, size_t bytes) noexcept override;
 
  private:
   ThreadPool* pool_;
   CpuIsa isa_;
   const cpu::Kernels* kernels_;
+  // RoPE tables by (head_dim, theta): [n, head_dim/2] cos then sin, grown to the largest position seen.
+  struct RopeTable {
+    int64_t n = 0;
+    std::vector<float> cos, sin;
+  };
+  std::shared_mutex rope_mu_;
+  std::map<std::pair<int64_t, double>, std::unique_ptr<RopeTable>> rope_;
 };
 
 }  // namespace msa

@@ -16,11 +16,11 @@
 #include <cstdint>
 
 #include "core/cpu_features.h"
-#include "router/score_kernels.h"
+#include "backend/cpu/score_kernels.h"
 
 #define MSA_ROUTER_AVX2 __attribute__((target("avx2,fma")))
 
-namespace msa::router {
+namespace msa::scan {
 
 bool avx2_score_kernels_supported() { return cpu_has_avx2_fma(); }
 
@@ -234,4 +234,4 @@ const ScoreKernels& avx2_score_kernels() {
   return kernels;
 }
 
-}  // namespace msa::router
+}  // namespace msa::scan

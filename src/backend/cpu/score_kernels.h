@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-namespace msa::router {
+namespace msa::scan {
 
 // Rows of one packed panel of the outer-product kernel (one AVX2 vector of f32).
 constexpr int kPanelRows = 8;
@@ -46,4 +46,4 @@ const ScoreKernels& scalar_score_kernels();
 const ScoreKernels& avx2_score_kernels();
 bool avx2_score_kernels_supported();
 
-}  // namespace msa::router
+}  // namespace msa::scan

@@ -4,9 +4,9 @@
 // floating-point reduction, which the compiler may not reorder.
 #include <cstring>
 
-#include "router/score_kernels.h"
+#include "backend/cpu/score_kernels.h"
 
-namespace msa::router {
+namespace msa::scan {
 
 namespace {
 
@@ -63,4 +63,4 @@ const ScoreKernels& scalar_score_kernels() {
   return kernels;
 }
 
-}  // namespace msa::router
+}  // namespace msa::scan
