@@ -52,6 +52,7 @@ MSA_ABI_FIELD(msa_model_params, n_threads, 4, 4, int32_t);
 MSA_ABI_FIELD(msa_model_params, backend, 8, 4, int32_t);
 MSA_ABI_FIELD(msa_model_params, load_tokenizer, 12, 4, int32_t);
 MSA_ABI_FIELD(msa_model_params, device, 16, 4, int32_t);
+MSA_ABI_FIELD(msa_model_params, cuda_stream, 24, 8, void*);
 
 // msa_model_desc
 MSA_ABI_GROWS(msa_model_desc);

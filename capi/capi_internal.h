@@ -63,7 +63,7 @@ struct Layouts;  // no definition: a size-tagged struct without an entry fails t
     static constexpr uint32_t sizes[] = {__VA_ARGS__};             \
     static constexpr size_t count = sizeof(sizes) / sizeof(sizes[0]); \
   }
-MSA_CAPI_LAYOUTS(msa_model_params, 16, 20);  // 20: + device
+MSA_CAPI_LAYOUTS(msa_model_params, 16, 32);  // 32: + device, cuda_stream
 MSA_CAPI_LAYOUTS(msa_model_desc, 144, 312);  // 312: + backend, device, device_weight_bytes
 MSA_CAPI_LAYOUTS(msa_checkpoint_params, 40);
 MSA_CAPI_LAYOUTS(msa_tokenizer_desc, 28);

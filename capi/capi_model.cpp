@@ -25,6 +25,7 @@ MSA_API void msa_model_params_init(msa_model_params* params) {
   params->backend = MSA_BACKEND_CPU;
   params->load_tokenizer = 1;
   params->device = 0;
+  params->cuda_stream = nullptr;
 }
 
 // The 0.1 initialiser (tests/abi/README.md, "Growing a parameter struct"): binaries built against the 0.1
@@ -50,6 +51,8 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     if (p.device < 0 || (p.backend == MSA_BACKEND_CPU && p.device != 0))
       return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: params->device must be >= 0 (and 0 for the CPU "
                                             "backend), got " + std::to_string(p.device));
+    MSA_CHECK_ARG(p.backend == MSA_BACKEND_CUDA || p.cuda_stream == nullptr, "msa_model_load",
+                  "params->cuda_stream is set but the backend is not MSA_BACKEND_CUDA");
     if (p.n_threads < 0 || p.n_threads > msa::limits::kMaxThreads)
       return fail(MSA_ERR_INVALID_ARGUMENT, "msa_model_load: params->n_threads must be in [0, MSA_MAX_THREADS = " +
                                                 std::to_string(msa::limits::kMaxThreads) + "] (0: the shared pool), got " +
@@ -65,6 +68,7 @@ MSA_API msa_status msa_model_load(const char* dir, const msa_model_params* param
     msa::BackendParams bp;
     bp.name = p.backend == MSA_BACKEND_CUDA ? "cuda" : "";  // "": MSA_BACKEND, else "cpu"
     bp.device = p.device;
+    bp.cuda_stream = p.cuda_stream;
     bp.pool = handle->pool.get();
     msa::Status bs = msa::create_backend(bp, &handle->backend_owner);
     if (!bs.ok()) return fail(msa::Status(bs.code(), "msa_model_load: " + bs.message()));

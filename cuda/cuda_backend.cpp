@@ -100,7 +100,6 @@ class CudaBackend final : public Backend {
   void swiglu(const float* gate, const float* up, float* out, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
   void scale(float* x, float s, int64_t n) override;
-  void softmax(float* x, int64_t n_rows, int64_t n_cols) override;
   Status embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) override;
   Status gather_rows(const float* src, int64_t n_src, int64_t width, const int32_t* rows, int64_t n,
                      float* dst) override;
@@ -360,11 +359,6 @@ void CudaBackend::add(const float* a, const float* b, float* out, int64_t n) {
 void CudaBackend::scale(float* x, float s, int64_t n) {
   if (n <= 0) return;
   enqueue([&] { return cuda::scale(*res_, x, s, n); });
-}
-
-void CudaBackend::softmax(float* x, int64_t n_rows, int64_t n_cols) {
-  if (n_rows <= 0 || n_cols <= 0) return;
-  enqueue([&] { return cuda::softmax(*res_, x, n_rows, n_cols); });
 }
 
 Status CudaBackend::embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) {

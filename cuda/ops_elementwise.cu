@@ -129,15 +129,4 @@ Status add(CudaResources& res, const float* a, const float* b, float* out, int64
   return Status::Ok();
 }
 
-Status softmax(CudaResources& res, float* x, int64_t n_rows, int64_t n_cols) {
-  if (n_rows < 0 || n_cols < 0 || n_rows > INT_MAX) {
-    return Error(StatusCode::kShape, "cuda softmax: ", n_rows, " rows of ", n_cols);
-  }
-  if (n_rows == 0 || n_cols == 0) return Status::Ok();
-  MSA_RETURN_IF_ERROR(check_ptrs("cuda softmax", x));
-  softmax_kernel<<<static_cast<unsigned>(n_rows), row_threads(n_cols), 0, res.stream()>>>(x, n_cols);
-  MSA_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return Status::Ok();
-}
-
 }  // namespace msa::cuda

@@ -1,5 +1,5 @@
 // CUDA row-wise and elementwise ops of the forward, the device twins of Backend::embedding, rmsnorm, rope
-// (+ compute_rope_table), swiglu, add and softmax (backend/backend.h has the exact semantics). Every data
+// (+ compute_rope_table), swiglu and add (backend/backend.h has the exact semantics). Every data
 // pointer is a device pointer; work is issued on res.stream() and is asynchronous unless stated. Weights are
 // raw device arrays with a DType (BF16, F16 or F32). Sizes are validated on the host; bad sizes or dtypes
 // return kShape / kDtype / kInvalidArgument before anything is launched.
@@ -47,7 +47,5 @@ Status swiglu(CudaResources& res, const float* gate, const float* up, float* out
 // out[i] = a[i] + b[i]. out may alias a or b.
 Status add(CudaResources& res, const float* a, const float* b, float* out, int64_t n);
 
-// Row-wise softmax in place on x: [n_rows, n_cols] (max-subtracted, f32; an all -inf row becomes zeros).
-Status softmax(CudaResources& res, float* x, int64_t n_rows, int64_t n_cols);
 
 }  // namespace msa::cuda

@@ -47,9 +47,6 @@ struct SumOp {
     return a + b;
   }
 };
-struct MaxOp {
-  MSA_DEV float operator()(float a, float b) const { return fmaxf(a, b); }
-};
 
 // Block-wide reduction of v by op (blockDim.x a multiple of 32, <= 1024; identity: the value of the lanes past
 // the last warp). Every thread gets the total.
@@ -137,23 +134,6 @@ MSA_KERNEL void add_kernel(const float* a, const float* b, float* out, int64_t n
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     out[i] = a[i] + b[i];
   }
-}
-
-MSA_KERNEL void softmax_kernel(float* x, int64_t n_cols) {
-  float* v = x + static_cast<int64_t>(blockIdx.x) * n_cols;
-  float mx = -INFINITY;
-  for (int64_t i = threadIdx.x; i < n_cols; i += blockDim.x) mx = fmaxf(mx, v[i]);
-  mx = block_reduce(mx, -INFINITY, MaxOp());
-  if (mx == -INFINITY) mx = 0.0f;
-  float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < n_cols; i += blockDim.x) {
-    const float e = expf(v[i] - mx);
-    v[i] = e;
-    sum += e;
-  }
-  sum = block_reduce(sum, 0.0f, SumOp());
-  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  for (int64_t i = threadIdx.x; i < n_cols; i += blockDim.x) v[i] *= inv;
 }
 
 }  // namespace MSA_KERNEL_ABI

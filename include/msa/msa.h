@@ -168,6 +168,9 @@ typedef struct msa_model_params {
                              and in test builds "cpu-guarded") */
   int32_t load_tokenizer; /* non-zero (default): tokenizer.json must be present and is loaded */
   int32_t device;         /* GPU index for MSA_BACKEND_CUDA (default 0); must be 0 for the CPU (added in 0.2) */
+  void *cuda_stream;      /* MSA_BACKEND_CUDA: the caller's cudaStream_t for the model's work (not owned; it must
+                             outlive the model); NULL (default): a stream of the model's own. Must be NULL for
+                             the CPU (added in 0.2) */
 } msa_model_params;
 
 /* Fills defaults (NULL is ignored). Writes this library's sizeof of the struct: a program that may meet a

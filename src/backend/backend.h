@@ -158,8 +158,6 @@ class Backend {
   virtual void add(const float* a, const float* b, float* out, int64_t n) = 0;
   // x[i] *= s, i < n.
   virtual void scale(float* x, float s, int64_t n) = 0;
-  // Row-wise softmax in place on x: [n_rows, n_cols] (max-subtracted, f32).
-  virtual void softmax(float* x, int64_t n_rows, int64_t n_cols) = 0;
 
   // out[t, :] = f32(table[ids[t], :]) for t < n. table: 2-D [vocab, dim]; ids: backend memory.
   // Errors: kInvalidArgument (an id outside [0, vocab)), kShape, kDtype.

@@ -36,6 +36,9 @@ Status create_backend(const BackendParams& params, std::unique_ptr<Backend>* out
     return Error(StatusCode::kInvalidArgument, "create_backend: device index ", params.device, " < 0");
   }
   const std::string name = params.name.empty() ? default_backend_name() : params.name;
+  if (params.cuda_stream != nullptr && name != "cuda") {
+    return Error(StatusCode::kInvalidArgument, "create_backend: a CUDA stream was given for backend \"", name, "\"");
+  }
   if (name == "cpu" || name == "cpu-scalar") {
     CpuBackendOptions o;
     o.pool = params.pool;
@@ -45,7 +48,7 @@ Status create_backend(const BackendParams& params, std::unique_ptr<Backend>* out
   }
   if (name == "cuda") {
 #if defined(MSA_HAVE_CUDA)
-    return create_cuda_backend(params.device, nullptr, out);
+    return create_cuda_backend(params.device, params.cuda_stream, out);
 #else
     return Error(StatusCode::kUnsupported, "backend \"cuda\": this build of libmsa has no CUDA backend (configure "
                  "with -DMSA_CUDA=ON on a machine with the CUDA toolkit)");

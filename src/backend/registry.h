@@ -25,6 +25,7 @@ struct BackendParams {
   std::string name;            // "" : $MSA_BACKEND, else "cpu"
   int device = 0;              // GPU index (cuda)
   ThreadPool* pool = nullptr;  // CPU backends: their threads (null: ThreadPool::global()); not owned
+  void* cuda_stream = nullptr; // cuda: the caller's cudaStream_t (not owned); null: an own stream
 };
 
 // Errors: kUnsupported (an unknown name, or a backend this build does not have; the message lists the names

@@ -21,18 +21,6 @@ namespace msa {
 
 // ------------------------------------------------------------------------------------------ page containers
 
-void RoutingIndex::decode(int64_t c0, int64_t n, int64_t n_kv_heads, int64_t head_dim, float* dst) const {
-  const int64_t width = n_kv_heads * head_dim;
-  if (n <= 0) return;
-  if (dtype == PageDType::kF32) {
-    std::memcpy(dst, keys.data() + c0 * width, static_cast<size_t>(n * width) * sizeof(float));
-    return;
-  }
-  const size_t rb = page_row_bytes(dtype, width);
-  const float* sc = dtype == PageDType::kInt8 ? scales.data() + c0 * n_kv_heads : nullptr;
-  decode_rows(dtype, packed.data() + static_cast<size_t>(c0) * rb, sc, n, n_kv_heads, head_dim, dst);
-}
-
 int64_t RoutingIndex::bytes() const {
   return static_cast<int64_t>(keys.size() * sizeof(float) + packed.size() + scales.size() * sizeof(float) +
                               chunk_doc.size() * sizeof(int32_t));

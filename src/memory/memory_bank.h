@@ -3,12 +3,15 @@
 //                     re-reads the text);
 //   * per router layer (in the order of ModelConfig::msa.router_layers):
 //       RoutingIndex  — pooled router keys K̄ᴿ, contiguous [n_chunks, n_kv_heads*head_dim], plus the
-//                       chunk -> document map: the *device tier* (scanned by the router for every query);
+//                       chunk -> document map: the *routing tier* (scanned for every query; the engine makes
+//                       it resident on the model's backend, engine/resident_bank.h: GPU memory on CUDA, this
+//                       RAM copy itself on the CPU);
 //       ContentPages  — pooled K̄ (post k_norm + RoPE) and V̄, [n_chunks, n_kv_heads*head_dim] each, every
-//                       document's chunks contiguous and in order: the *host tier* (gathered for the top-k);
+//                       document's chunks contiguous and in order: the *content tier* (host RAM or mapped
+//                       files; the top-k documents' raw pages are staged per router layer, stage_pages());
 //   * the template-prefix K/V of every layer ([3, n_kv_heads*head_dim], positions 0..2).
 // Pages are held in the bank's page dtype (page_codec.h: f32 | bf16 | int8, chosen at create time): RoutingIndex
-// keeps the routing rows in RAM in that dtype (the router dequantises a block of chunks at a time); content pages
+// keeps the routing rows in RAM in that dtype (the backend's scan dequantises as it goes); content pages
 // live in RAM (documents added in this process) or stay in the mmap'd segment files of an opened bank, zstd
 // frames decompressed and checksum-verified on every read (read_pages()).
 //
@@ -98,8 +101,6 @@ struct RoutingIndex {
   std::vector<float> scales;        // kInt8: [n_chunks, n_kv_heads]
   std::vector<int32_t> chunk_doc;   // [n_chunks] document index (position in the DocStore) of each chunk
   int64_t n_chunks() const { return static_cast<int64_t>(chunk_doc.size()); }
-  // Rows [c0, c0 + n) as f32 into dst ([n, n_kv_heads * head_dim]); the caller checked the shapes.
-  void decode(int64_t c0, int64_t n, int64_t n_kv_heads, int64_t head_dim, float* dst) const;
   int64_t bytes() const;
 };
 
@@ -136,8 +137,8 @@ struct MemoryStats {
   int64_t n_documents = 0;
   int64_t n_chunks = 0;       // per router layer (the same in every layer)
   int64_t n_tokens = 0;
-  int64_t routing_bytes = 0;  // device tier, all router layers
-  int64_t content_bytes = 0;  // host tier, all router layers
+  int64_t routing_bytes = 0;  // routing tier (RAM copy), all router layers
+  int64_t content_bytes = 0;  // content tier, all router layers
   int64_t text_bytes = 0;     // DocStore texts
   int64_t template_bytes = 0; // template-prefix K/V of every layer
   int64_t n_removed = 0;      // tombstoned documents (counted in n_documents' DocStore, not in n_documents)

@@ -128,6 +128,15 @@ int main(int argc, char **argv) {
   mp.device = 0;
   mp.backend = 7;
   CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  /* a CUDA stream for the CPU backend is refused */
+  msa_model_params_init(&mp);
+  mp.cuda_stream = &mp;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
+  CHECK(strstr(msa_last_error(), "cuda_stream") != NULL);
+  /* 24 bytes: device, but cuda_stream cut off: no layout */
+  msa_model_params_init(&mp);
+  mp.struct_size = 24;
+  CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);
   /* a program built against the 0.1 header binds msa_model_params_init@MSA_0, which writes exactly its 16
    * bytes; the default version (@@MSA_0.2) writes the current size */
   {
@@ -150,7 +159,8 @@ int main(int argc, char **argv) {
     CHECK(((msa_model_params *)(void *)buf)->struct_size == sizeof(msa_model_params));
     CHECK(((msa_model_params *)(void *)buf)->device == 0 && buf[sizeof buf - 1] == 0xAB);
   }
-  /* ... a size that is no layout of the struct (16 and 20 bytes are) is refused: 12 ends
+  /* ... a size that is no layout of the struct (16 and 32 bytes are; 20 ends inside the padding before
+   * cuda_stream and 24 cuts it off) is refused: 12 ends
    * before load_tokenizer, 6 is half of n_threads, 0 is not a struct */
   mp.struct_size = (uint32_t)offsetof(msa_model_params, load_tokenizer);
   CHECK(msa_model_load(dir, &mp, &m2) == MSA_ERR_INVALID_ARGUMENT && m2 == NULL);

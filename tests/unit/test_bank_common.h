@@ -9,9 +9,19 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/routing_scan.h"
+#include "engine/resident_bank.h"
 #include "memory/bank_fingerprint.h"
 #include "memory/memory_bank.h"
 #include "model/model.h"
+
+
+// Routing rows [c0, c0 + n) of router slot `slot` decoded to f32 (the CPU scan's decode of the bank's index).
+inline void decode_routing_rows(const msa::MemoryBank& b, int slot, int64_t c0, int64_t n, float* dst) {
+  static const std::vector<uint64_t> no_ids;
+  static const std::vector<uint8_t> no_flags;
+  msa::decode_index_rows(msa::routing_view(b, slot, no_ids, no_flags), c0, n, dst);
+}
 
 namespace bank_test {
 
@@ -50,8 +60,7 @@ inline uint64_t state_of(const msa::MemoryBank& b) {
     put(&d.n_tokens, 8);
     for (int l = 0; l < b.n_router_layers() && ok; ++l) {
       rows.resize(static_cast<size_t>(d.n_chunks * b.width()));
-      b.routing(l).decode(d.chunk_begin, d.n_chunks, b.config().num_key_value_heads, b.config().head_dim,
-                          rows.data());
+      decode_routing_rows(b, l, d.chunk_begin, d.n_chunks, rows.data());
       put(rows.data(), rows.size() * 4);
       k.resize(rows.size());
       v.resize(rows.size());

@@ -348,9 +348,8 @@ TEST_CASE("bank lock: concurrent Encoder::add_documents with automatic ids never
         std::vector<float> k1(sz), v1(sz), k2(sz), v2(sz), r1(sz), r2(sz);
         ENGINE_REQUIRE_OK(bank->read_pages(l, i, k1.data(), v1.data()));
         ENGINE_REQUIRE_OK(seq->read_pages(l, j, k2.data(), v2.data()));
-        const int64_t h = model.config().num_key_value_heads, hd = model.config().head_dim;
-        bank->routing(l).decode(bank->document(i).chunk_begin, nc, h, hd, r1.data());
-        seq->routing(l).decode(seq->document(j).chunk_begin, nc, h, hd, r2.data());
+        decode_routing_rows(*bank, l, bank->document(i).chunk_begin, nc, r1.data());
+        decode_routing_rows(*seq, l, seq->document(j).chunk_begin, nc, r2.data());
         CHECK(std::memcmp(k1.data(), k2.data(), sz * 4) == 0);
         CHECK(std::memcmp(v1.data(), v2.data(), sz * 4) == 0);
         CHECK(std::memcmp(r1.data(), r2.data(), sz * 4) == 0);

@@ -18,6 +18,7 @@
 
 #include "core/limits.h"
 #include "memory/memory_bank.h"
+#include "test_bank_common.h"
 
 namespace {
 
@@ -443,7 +444,7 @@ TEST_CASE("MemoryBank: a bank never grows past limits::kMaxBankDocuments (live +
   CHECK(bank->reserve_ids(4, &one).ok());
 }
 
-TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and RoutingIndex::decode give the codec's "
+TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and the routing scan's decode give the codec's "
           "values; remove + compact in RAM keep the other documents bit for bit",
           "[memory][bank]") {
   const ModelConfig c = small_config();
@@ -482,7 +483,7 @@ TEST_CASE("MemoryBank: bf16/int8 pages are held in their dtype; read_pages and R
         CHECK(k == want);
         expect_rows(orig.pooled[orig_i].v[static_cast<size_t>(l)], n, &want);
         CHECK(v == want);
-        bk.routing(l).decode(bk.document(index).chunk_begin, n, 2, 3, rows.data());
+        decode_routing_rows(bk, l, bk.document(index).chunk_begin, n, rows.data());
         expect_rows(orig.pooled[orig_i].rk[static_cast<size_t>(l)], n, &want);
         CHECK(rows == want);
       }

@@ -269,25 +269,6 @@ void CpuBackend::scale(float* x, float s, int64_t n) {
   });
 }
 
-void CpuBackend::softmax(float* x, int64_t n_rows, int64_t n_cols) {
-  if (n_cols <= 0) return;
-  pool_->parallel_for(n_rows, grain_for(n_cols, 1 << 15), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      float* v = x + r * n_cols;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t i = 0; i < n_cols; ++i) mx = std::max(mx, v[i]);
-      if (mx == -std::numeric_limits<float>::infinity()) mx = 0.0f;  // all -inf: exp gives 0s, sum 0
-      float sum = 0.0f;
-      for (int64_t i = 0; i < n_cols; ++i) {
-        v[i] = std::exp(v[i] - mx);
-        sum += v[i];
-      }
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-      for (int64_t i = 0; i < n_cols; ++i) v[i] *= inv;
-    }
-  });
-}
-
 Status CpuBackend::embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) {
   MSA_RETURN_IF_ERROR(check_weight(table, 2, "embedding"));
   const int64_t vocab = table.dim(0);

@@ -170,11 +170,6 @@ void GuardedBackend::scale(float* x, float s, int64_t n) {
   cpu_.scale(x, s, n);
 }
 
-void GuardedBackend::softmax(float* x, int64_t n_rows, int64_t n_cols) {
-  Open open(this);
-  cpu_.softmax(x, n_rows, n_cols);
-}
-
 Status GuardedBackend::embedding(const TensorView& table, const int32_t* ids, int64_t n, float* out) {
   Open open(this);
   return cpu_.embedding(table, ids, n, out);
