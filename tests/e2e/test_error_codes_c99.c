@@ -393,8 +393,34 @@ int main(int argc, char **argv) {
   mp.backend = 7;
   EXPECT("msa_model_load", "backend 7", MSA_ERR_INVALID_ARGUMENT, msa_model_load(micro, &mp, &m));
   mp.backend = MSA_BACKEND_CUDA;
-  EXPECT("msa_model_load", "backend CUDA (no CUDA forward)", MSA_ERR_UNSUPPORTED, msa_model_load(micro, &mp, &m));
+  {
+    /* The CUDA backend: MSA_ERR_NO_DEVICE in a CUDA build without a usable GPU (CI), MSA_ERR_UNSUPPORTED in a
+     * build without CUDA; a machine with a GPU loads the model. Either error names the CUDA backend. */
+    const msa_status st = msa_model_load(micro, &mp, &m);
+    if (st == MSA_OK) {
+      msa_model_free(m);
+      m = NULL;
+      EXPECT("msa_model_load", "backend CUDA (a GPU is present)", MSA_OK, st);
+    } else {
+      const char *msg = msa_last_error();
+      EXPECT("msa_model_load", "backend CUDA without a GPU (CUDA build) or without CUDA",
+             st == MSA_ERR_UNSUPPORTED ? MSA_ERR_UNSUPPORTED : MSA_ERR_NO_DEVICE, st);
+      if (strstr(msg, "cuda") == NULL && strstr(msg, "CUDA") == NULL) {
+        fprintf(stderr, "FAIL msa_model_load: the CUDA error does not name CUDA: \"%s\"\n", msg);
+        failures++;
+      }
+    }
+  }
+  mp.device = -1;
+  EXPECT("msa_model_load", "backend CUDA, device -1", MSA_ERR_INVALID_ARGUMENT, msa_model_load(micro, &mp, &m));
+  mp.device = 0;
   mp.backend = MSA_BACKEND_CPU;
+  mp.device = 1;
+  EXPECT("msa_model_load", "backend CPU, device 1", MSA_ERR_INVALID_ARGUMENT, msa_model_load(micro, &mp, &m));
+  mp.device = 0;
+  mp.cuda_stream = &mp;
+  EXPECT("msa_model_load", "backend CPU with a cuda_stream", MSA_ERR_INVALID_ARGUMENT, msa_model_load(micro, &mp, &m));
+  mp.cuda_stream = NULL;
   mp.struct_size = 6;
   EXPECT("msa_model_load", "params->struct_size 6", MSA_ERR_INVALID_ARGUMENT, msa_model_load(micro, &mp, &m));
   mp.struct_size = (uint32_t)offsetof(msa_model_params, load_tokenizer);
