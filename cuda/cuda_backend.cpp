@@ -23,20 +23,6 @@ namespace msa {
 
 namespace {
 
-bool is_float_dtype(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
-
-// The checks of the CPU twin (cpu_backend.cpp check_weight): a float weight of `ndim` dimensions.
-Status check_weight(const TensorView& w, int ndim, const char* what) {
-  if (w.data == nullptr || w.ndim() != ndim) {
-    return Error(StatusCode::kShape, what, ": expected a ", ndim, "-D weight, got ", shape_to_string(w.shape),
-                 w.data ? "" : " (no data)");
-  }
-  if (!is_float_dtype(w.dtype)) {
-    return Error(StatusCode::kDtype, what, ": unsupported weight dtype ", dtype_name(w.dtype));
-  }
-  return Status::Ok();
-}
-
 // True when p is page-locked host memory (cudaHostAlloc / cudaHostRegister): a copy from it is truly
 // asynchronous. Anything the runtime does not know (pageable memory) is false.
 bool is_pinned_host(const void* p) {

@@ -92,6 +92,19 @@ Status Backend::prepare_weight(const TensorView& host, TensorView* out, DeviceBu
   return Status::Ok();
 }
 
+bool is_float_dtype(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
+
+Status check_weight(const TensorView& w, int ndim, const char* what) {
+  if (w.data == nullptr || w.ndim() != ndim) {
+    return Error(StatusCode::kShape, what, ": expected a ", ndim, "-D weight, got ", shape_to_string(w.shape),
+                 w.data ? "" : " (no data)");
+  }
+  if (!is_float_dtype(w.dtype)) {
+    return Error(StatusCode::kDtype, what, ": unsupported weight dtype ", dtype_name(w.dtype));
+  }
+  return Status::Ok();
+}
+
 void compute_rope_table(const int32_t* positions, int64_t n_tokens, int64_t head_dim, double theta, float* cos,
                         float* sin) {
   const int64_t half = head_dim / 2;

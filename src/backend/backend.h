@@ -215,6 +215,12 @@ class Backend {
   Status alloc_kind(size_t bytes, bool staging, DeviceBuffer* out);
 };
 
+// True for the weight dtypes every backend computes with (F32, BF16, F16).
+bool is_float_dtype(DType t);
+// The argument check every backend's weight-reading op makes: a float weight of `ndim` dimensions with data.
+// Errors: kShape (`what` names the op), kDtype.
+Status check_weight(const TensorView& w, int ndim, const char* what);
+
 // Host helpers over backend memory for code that is not in the hot path (tests, tools, template prefix).
 // Uploads `n` values into a fresh or grown buffer.
 template <typename T>

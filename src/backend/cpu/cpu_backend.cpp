@@ -53,19 +53,6 @@ float* thread_scratch(ScratchSlot slot, size_t n) {
   return buffers.get(slot, n);
 }
 
-bool is_float_dtype(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
-
-Status check_weight(const TensorView& w, int ndim, const char* what) {
-  if (w.data == nullptr || w.ndim() != ndim) {
-    return Error(StatusCode::kShape, what, ": expected a ", ndim, "-D weight, got ", shape_to_string(w.shape),
-                 w.data ? "" : " (no data)");
-  }
-  if (!is_float_dtype(w.dtype)) {
-    return Error(StatusCode::kDtype, what, ": unsupported weight dtype ", dtype_name(w.dtype));
-  }
-  return Status::Ok();
-}
-
 // Number of items per parallel chunk so that one chunk holds at least `min_work` units of work.
 int64_t grain_for(int64_t work_per_item, int64_t min_work) {
   return std::max<int64_t>(1, min_work / std::max<int64_t>(1, work_per_item));
@@ -475,7 +462,7 @@ Status CpuBackend::copy(void* dst, const void* src, size_t bytes) {
 }
 
 Status CpuBackend::prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage) {
-  if (host.data != nullptr && host.dtype != DType::kF32 && host.dtype != DType::kBF16 && host.dtype != DType::kF16) {
+  if (host.data != nullptr && !is_float_dtype(host.dtype)) {
     return Error(StatusCode::kDtype, name(), ": cannot compute with ", dtype_name(host.dtype), " weights");
   }
   *out = host;
