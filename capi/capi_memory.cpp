@@ -93,7 +93,6 @@ MSA_API msa_status msa_memory_add_documents(msa_memory* memory, const msa_docume
       for (size_t i = 0; i < n_docs; ++i) ids.push_back(docs[i].id);
     msa::EncoderOptions opts;
     opts.batch_tokens = memory->params.batch_tokens;
-
     if (progress) {
       opts.progress = [progress, user_data](const msa::EncodeProgress& p) {
         return progress(p.documents_done, p.documents_total, p.tokens_done, p.tokens_total, user_data);

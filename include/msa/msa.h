@@ -183,7 +183,7 @@ MSA_API void msa_model_params_init(msa_model_params *params);
  * for the model's pool are stopped and joined).
  * The weights are prepared on the backend once here (a GPU backend uploads them).
  * Errors: MSA_ERR_INVALID_ARGUMENT (NULL dir/out_model, unknown backend value, n_threads < 0 or > MSA_MAX_THREADS,
- * device < 0, or device != 0 with the CPU backend), MSA_ERR_UNSUPPORTED (a backend this build does not have, an
+ * device < 0, device != 0 or a cuda_stream with the CPU backend), MSA_ERR_UNSUPPORTED (a backend this build does not have, an
  * unknown MSA_BACKEND name), MSA_ERR_NO_DEVICE (MSA_BACKEND_CUDA without a usable GPU `device`),
  * MSA_ERR_IO, MSA_ERR_CONFIG (also a count above its limit: num_hidden_layers > MSA_MAX_LAYERS, vocab_size >
  * MSA_MAX_VOCAB), MSA_ERR_BAD_HEADER, MSA_ERR_TRUNCATED, MSA_ERR_TENSOR_OVERLAP, MSA_ERR_DTYPE,
@@ -484,7 +484,7 @@ typedef struct msa_memory_file_desc {
   int64_t n_removed;           /* tombstoned */
   int64_t n_chunks;            /* per router layer, tombstoned documents included */
   int64_t n_tokens;            /* of the live documents */
-  int64_t routing_bytes;       /* routing keys (+ scales) of every router layer: the RAM ("device") tier */
+  int64_t routing_bytes;       /* routing keys (+ scales) of every router layer: the routing tier */
   int64_t content_bytes;       /* compressed content pages in the files: the content tier */
   int64_t text_bytes;
   int64_t file_bytes;          /* all files the manifest references, MANIFEST included */
@@ -558,7 +558,7 @@ typedef struct msa_memory_usage {
 } msa_memory_usage;
 
 /* Fills `usage` up to usage->struct_size bytes. Errors: MSA_ERR_INVALID_ARGUMENT (NULL, or a struct_size that
- * is no released layout's size). Thread-safe (shared lock). */
+ * is no released layout's size), MSA_ERR_OUT_OF_MEMORY or a device error (making the routing index resident). Thread-safe (shared lock). */
 MSA_API msa_status msa_memory_stats(const msa_memory *memory, msa_memory_usage *usage);
 
 /* ================================================================ generation

@@ -74,7 +74,7 @@ void* Backend::alloc_staging_raw(size_t bytes, Status* error) {
   const size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) {
-    *error = Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes of host staging memory");
+    *error = Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes of host memory");
   }
   return p;
 }

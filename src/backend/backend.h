@@ -126,7 +126,7 @@ class Backend {
 
   // One checkpoint tensor (host TensorView over the mapped file) as a backend weight: `out` views backend
   // memory; `storage` receives what backs it (empty when the backend reads the host tensor in place, as the
-  // CPU backend does). The caller validated the shape (model/device_weights.h does, once, at load).
+  // CPU backend does). The caller validated the shape (model/device_model.h does, once, at load).
   // Errors: kDtype (a dtype the backend cannot compute with), kOutOfMemory.
   virtual Status prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage);
 
@@ -221,8 +221,8 @@ bool is_float_dtype(DType t);
 // Errors: kShape (`what` names the op), kDtype.
 Status check_weight(const TensorView& w, int ndim, const char* what);
 
-// Host helpers over backend memory for code that is not in the hot path (tests, tools, template prefix).
-// Uploads `n` values into a fresh or grown buffer.
+// Uploads `n` host values into `dst`, grown (never shrunk) to hold them; downloads `n` values into a resized
+// host vector.
 template <typename T>
 Status upload_vector(Backend* be, const T* src, size_t n, DeviceBuffer* dst) {
   MSA_RETURN_IF_ERROR(be->ensure(dst, n * sizeof(T)));

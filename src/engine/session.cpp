@@ -142,19 +142,20 @@ Status check_prompt_tokens(const char* fn, size_t n) {
 }
 
 Session::Session(const DeviceModel& dm, const MemoryBank* bank, ResidentBank* resident)
-    : model_(dm.model()), bank_(bank), dm_(&dm), resident_(resident) {
-  if (bank_ != nullptr && resident_ == nullptr) {
-    owned_resident_ = std::make_unique<ResidentBank>(dm.backend());
-    resident_ = owned_resident_.get();
-  }
+    : model_(dm.model()), bank_(bank) {
+  bind(&dm, resident);
 }
 
 Session::Session(const Model& model, const MemoryBank* bank, Backend* backend) : model_(model), bank_(bank) {
   init_ = DeviceModel::create(model, backend, &owned_dm_);
-  if (!init_.ok()) return;
-  dm_ = owned_dm_.get();
-  if (bank_ != nullptr) {
-    owned_resident_ = std::make_unique<ResidentBank>(dm_->backend());
+  if (init_.ok()) bind(owned_dm_.get(), nullptr);
+}
+
+void Session::bind(const DeviceModel* dm, ResidentBank* resident) {
+  dm_ = dm;
+  resident_ = resident;
+  if (bank_ != nullptr && resident_ == nullptr) {
+    owned_resident_ = std::make_unique<ResidentBank>(dm->backend());
     resident_ = owned_resident_.get();
   }
 }

@@ -196,6 +196,8 @@ class Session {
   Status prefill(const std::vector<int32_t>& ids, const std::vector<int32_t>& doc_ids, int64_t first_position,
                  int64_t doc_top_k, bool record_scores, bool stop_after_routing, std::vector<LayerRouting>* routing,
                  float* logits);
+  // Runs on dm; a bank without a shared resident part gets one of the session's own.
+  void bind(const DeviceModel* dm, ResidentBank* resident);
   Status ensure_template();
   Status step(const int32_t* ids, int64_t n, int64_t position, float* logits);
 

@@ -141,39 +141,22 @@ Status CpuBackend::rmsnorm(const float* x, int64_t n_rows, int64_t dim, const Te
   return Status::Ok();
 }
 
-Status CpuBackend::rope_table(int64_t head_dim, double theta, int64_t n_positions, const float** cos,
-                              const float** sin) {
-  const auto key = std::make_pair(head_dim, theta);
-  {
-    std::shared_lock<std::shared_mutex> lock(rope_mu_);
-    auto it = rope_.find(key);
-    if (it != rope_.end() && it->second->n >= n_positions) {
-      *cos = it->second->cos.data();
-      *sin = it->second->sin.data();
-      return Status::Ok();
-    }
-  }
+void CpuBackend::grow_rope_table(int64_t head_dim, double theta, int64_t n_positions) {
   std::unique_lock<std::shared_mutex> lock(rope_mu_);
-  std::unique_ptr<RopeTable>& t = rope_[key];
-  if (!t) t = std::make_unique<RopeTable>();
-  if (t->n < n_positions) {
-    // Grow to the next power of two (at least 64 positions) so that decoding does not rebuild it per token.
-    int64_t n = 64;
-    while (n < n_positions) n *= 2;
-    const int64_t half = head_dim / 2;
-    std::vector<int32_t> pos(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-    // Replaced under the unique lock: rope() reads a table only while holding the shared lock.
-    auto grown = std::make_unique<RopeTable>();
-    grown->n = n;
-    grown->cos.resize(static_cast<size_t>(n * half));
-    grown->sin.resize(static_cast<size_t>(n * half));
-    compute_rope_table(pos.data(), n, head_dim, theta, grown->cos.data(), grown->sin.data());
-    t = std::move(grown);
-  }
-  *cos = t->cos.data();
-  *sin = t->sin.data();
-  return Status::Ok();
+  std::unique_ptr<RopeTable>& t = rope_[std::make_pair(head_dim, theta)];
+  if (t && t->n >= n_positions) return;  // another thread grew it first
+  // Grow to the next power of two (at least 64 positions) so that decoding does not rebuild it per token.
+  int64_t n = 64;
+  while (n < n_positions) n *= 2;
+  const int64_t half = head_dim / 2;
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  auto grown = std::make_unique<RopeTable>();
+  grown->n = n;
+  grown->cos.resize(static_cast<size_t>(n * half));
+  grown->sin.resize(static_cast<size_t>(n * half));
+  compute_rope_table(pos.data(), n, head_dim, theta, grown->cos.data(), grown->sin.data());
+  t = std::move(grown);  // under the unique lock: rope() reads a table only under the shared lock
 }
 
 Status CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
@@ -188,30 +171,27 @@ Status CpuBackend::rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t hea
     if (positions[t] < 0) return Error(StatusCode::kInvalidArgument, "rope: position ", positions[t], " < 0");
     max_pos = std::max(max_pos, positions[t]);
   }
-  const float* cos_t = nullptr;
-  const float* sin_t = nullptr;
-  std::vector<float> own_cos, own_sin;  // far positions: a table of just this call's tokens
-  std::vector<int32_t> own_pos;
   if (max_pos >= kMaxRopeTable) {
-    own_cos.resize(static_cast<size_t>(n_tokens * half));
-    own_sin.resize(static_cast<size_t>(n_tokens * half));
+    // Far positions: a table of just this call's tokens (row t for token t) instead of growing the shared one.
+    std::vector<float> own_cos(static_cast<size_t>(n_tokens * half)), own_sin(own_cos.size());
     compute_rope_table(positions, n_tokens, head_dim, theta, own_cos.data(), own_sin.data());
-    own_pos.resize(static_cast<size_t>(n_tokens));
-    for (int64_t t = 0; t < n_tokens; ++t) own_pos[static_cast<size_t>(t)] = static_cast<int32_t>(t);
-    rope_apply(x, n_tokens, n_heads, head_dim, own_pos.data(), own_cos.data(), own_sin.data());
+    std::vector<int32_t> rows(static_cast<size_t>(n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t) rows[static_cast<size_t>(t)] = static_cast<int32_t>(t);
+    rope_apply(x, n_tokens, n_heads, head_dim, rows.data(), own_cos.data(), own_sin.data());
     return Status::Ok();
   }
-  MSA_RETURN_IF_ERROR(rope_table(head_dim, theta, int64_t{max_pos} + 1, &cos_t, &sin_t));
-  // Tables are replaced only under the unique lock (a larger position elsewhere): read this one under the
-  // shared lock, looked up again now that it is held.
-  std::shared_lock<std::shared_mutex> lock(rope_mu_);
-  {
-    auto it = rope_.find(std::make_pair(head_dim, theta));
-    cos_t = it->second->cos.data();
-    sin_t = it->second->sin.data();
+  const auto key = std::make_pair(head_dim, theta);
+  for (;;) {  // at most twice: tables only grow
+    {
+      std::shared_lock<std::shared_mutex> lock(rope_mu_);
+      auto it = rope_.find(key);
+      if (it != rope_.end() && it->second->n > max_pos) {
+        rope_apply(x, n_tokens, n_heads, head_dim, positions, it->second->cos.data(), it->second->sin.data());
+        return Status::Ok();
+      }
+    }
+    grow_rope_table(head_dim, theta, int64_t{max_pos} + 1);
   }
-  rope_apply(x, n_tokens, n_heads, head_dim, positions, cos_t, sin_t);
-  return Status::Ok();
 }
 
 void CpuBackend::rope_apply(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
@@ -470,13 +450,9 @@ Status CpuBackend::prepare_weight(const TensorView& host, TensorView* out, Devic
   return Status::Ok();
 }
 
-void* CpuBackend::alloc_device_raw(size_t bytes, Status* error) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (p == nullptr) *error = Error(StatusCode::kOutOfMemory, name(), ": cannot allocate ", bytes, " bytes");
-  return p;
-}
+// Device memory is host memory: the same 64-byte aligned allocation as staging memory.
+void* CpuBackend::alloc_device_raw(size_t bytes, Status* error) { return alloc_staging_raw(bytes, error); }
 
-void CpuBackend::free_device_raw(void* p, size_t) noexcept { std::free(p); }
+void CpuBackend::free_device_raw(void* p, size_t bytes) noexcept { free_staging_raw(p, bytes); }
 
 }  // namespace msa

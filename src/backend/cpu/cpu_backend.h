@@ -81,10 +81,6 @@ class CpuBackend final : public Backend {
   Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) override;
   Status route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) override;
 
-  // The table rope() reads: cos/sin of positions [0, n) for (head_dim, theta), grown on demand and shared by
-  // every call (computed by compute_rope_table, so identical to a per-call table). Thread-safe.
-  Status rope_table(int64_t head_dim, double theta, int64_t n_positions, const float** cos, const float** sin);
-
  protected:
   // Positions from here on get a per-call table instead of growing the shared one.
   static constexpr int32_t kMaxRopeTable = 1 << 20;
@@ -97,7 +93,9 @@ class CpuBackend final : public Backend {
   ThreadPool* pool_;
   CpuIsa isa_;
   const cpu::Kernels* kernels_;
-  // RoPE tables by (head_dim, theta): [n, head_dim/2] cos then sin, grown to the largest position seen.
+  // RoPE tables by (head_dim, theta): cos/sin of positions [0, n) (compute_rope_table values, so identical to
+  // a per-call table), grown on demand to the largest position seen and shared by every rope() call.
+  void grow_rope_table(int64_t head_dim, double theta, int64_t n_positions);
   struct RopeTable {
     int64_t n = 0;
     std::vector<float> cos, sin;
