@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/file_map.h"
+#include "core/thread_pool.h"
 #include "engine/encoder.h"
 #include "memory/bank_format.h"
 #include "memory/memory_bank.h"
@@ -338,17 +339,24 @@ void BM_ReadFloor(benchmark::State& state) {
 BENCHMARK(BM_ReadFloor)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseManualTime()
     ->Unit(benchmark::kMillisecond)->Iterations(3);
 
+// Bank `shape` (built on first use) opened lazily; null after SkipWithError.
+std::unique_ptr<msa::MemoryBank> open_lazily(benchmark::State& state, int shape) {
+  std::unique_ptr<msa::MemoryBank> bank;
+  const msa::Status s =
+      msa::MemoryBank::open(ensure_bank(shape), config_of(kShapes[shape]), nullptr, msa::BankOpenOptions(), &bank);
+  if (!s.ok()) {
+    state.SkipWithError(s.to_string().c_str());
+    bank.reset();
+  }
+  return bank;
+}
+
 // The lazy gather: read_pages (verify + decompress + decode to f32) of 16 documents of one router layer, as one
 // routed layer of a query does. Args: bank.
 void BM_Gather16(benchmark::State& state) {
   const int shape = static_cast<int>(state.range(0));
-  const std::string& dir = ensure_bank(shape);
-  std::unique_ptr<msa::MemoryBank> bank;
-  const msa::Status s = msa::MemoryBank::open(dir, config_of(kShapes[shape]), nullptr, msa::BankOpenOptions(), &bank);
-  if (!s.ok()) {
-    state.SkipWithError(s.to_string().c_str());
-    return;
-  }
+  std::unique_ptr<msa::MemoryBank> bank = open_lazily(state, shape);
+  if (bank == nullptr) return;
   Rng rng{99};
   std::vector<float> k, v;
   int64_t bytes = 0;
@@ -370,6 +378,37 @@ void BM_Gather16(benchmark::State& state) {
   state.SetLabel(std::string(kShapes[shape].name) + ": 16 documents, f32 output");
 }
 BENCHMARK(BM_Gather16)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+
+// What a routed layer of a query stages: MemoryBank::stage_pages of 16 random documents (verify + decompress the
+// raw pages into one staging buffer, no decode), serially (threads = 1) or spread over a pool. Args: bank, threads.
+// The ratio of the two rows is the parallel speed-up of the gather (Session passes the backend's pool).
+void BM_Stage16(benchmark::State& state) {
+  const int shape = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  std::unique_ptr<msa::MemoryBank> bank = open_lazily(state, shape);
+  if (bank == nullptr) return;
+  msa::ThreadPool pool(threads);
+  Rng rng{99};
+  std::vector<uint8_t> staging;
+  std::vector<int64_t> docs(16);
+  int64_t bytes = 0;
+  for (auto _ : state) {
+    for (int64_t& d : docs) d = static_cast<int64_t>(rng.next() % static_cast<uint64_t>(bank->n_documents()));
+    msa::StagedPagesLayout l;
+    msa::Status r = bank->staged_layout(docs.data(), docs.size(), &l);
+    if (r.ok() && staging.size() < l.bytes) staging.resize(l.bytes);
+    if (r.ok()) r = bank->stage_pages(0, docs.data(), docs.size(), staging.data(), staging.size(), &l, &pool);
+    if (!r.ok()) {
+      state.SkipWithError(r.to_string().c_str());
+      return;
+    }
+    bytes += static_cast<int64_t>(l.bytes);
+  }
+  state.SetBytesProcessed(bytes);
+  state.SetLabel(std::string(kShapes[shape].name) + ": 16 documents, raw pages, " + std::to_string(pool.size()) +
+                 " thread(s)");
+}
+BENCHMARK(BM_Stage16)->Args({0, 1})->Args({0, 2})->Args({1, 1})->Args({1, 2})->Unit(benchmark::kMicrosecond);
 
 // The MSA-4B bank is opened lazily only (a verify-all pass reads and decompresses every page: see FORMAT.md).
 BENCHMARK(BM_Open)

@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
   Status decode_pages(PageDType dtype, const uint8_t* rows, const float* scales, int64_t n_rows, int64_t n_heads,
                       int64_t head_dim, float* out) override;
   Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) override;
+  Status update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) override;
   Status route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) override;
 
  protected:
@@ -407,6 +408,32 @@ Status CudaBackend::upload_routing_index(const RoutingIndexView& host, std::uniq
   MSA_RETURN_IF_ERROR(r->docs->set(host.doc_ids, host.removed, host.n_documents));
   *out = std::move(r);
   return Status::Ok();
+}
+
+// Appends the new chunks to the device index (it grows geometrically, keeping its rows on the device) and
+// replaces the document set (ids + tombstones: n_documents x 9 bytes, tiny next to the keys).
+Status CudaBackend::update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) {
+  const char* fn = "cuda update_routing_index";
+  auto* ci = dynamic_cast<CudaRoutingIndex*>(index);
+  if (ci == nullptr || ci->owner() != this) {
+    return Error(StatusCode::kInvalidArgument, fn, ": the index is not resident on this ", name(), " backend");
+  }
+  const cuda::DeviceRoutingIndex& di = *ci->index;
+  MSA_RETURN_IF_ERROR(check_routing_update(host, di.dtype(), di.n_kv_heads(), di.head_dim(), di.n_chunks(),
+                                           ci->docs->n_documents(), fn));
+  const int64_t from = di.n_chunks();
+  const int64_t n_new = host.n_chunks - from;
+  const bool f32 = host.dtype == PageDType::kF32;
+  const uint8_t* rows = f32 ? reinterpret_cast<const uint8_t*>(host.keys) : host.packed;
+  const int64_t n_scales = page_row_scales(host.dtype, host.n_kv_heads);
+  MSA_CUDA_LOCK();
+  if (n_new > 0 || host.n_documents > di.n_documents()) {
+    // append() checks the new chunk_doc entries against n_documents and synchronises (the view may go away after).
+    MSA_RETURN_IF_ERROR(ci->index->append(rows + static_cast<size_t>(from) * di.row_bytes(),
+                                          host.scales != nullptr ? host.scales + from * n_scales : nullptr,
+                                          host.chunk_doc + from, n_new, host.n_documents));
+  }
+  return ci->docs->set(host.doc_ids, host.removed, host.n_documents);
 }
 
 Status CudaBackend::route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) {

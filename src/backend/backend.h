@@ -196,6 +196,16 @@ class Backend {
   // kOutOfMemory.
   virtual Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) = 0;
 
+  // Brings a resident index of this backend up to date with its grown host form, without copying it again:
+  // `host` is the same router layer after documents were appended and/or tombstoned, so its first
+  // index->n_chunks() chunks (keys, scales, chunk_doc) and the ids of its first index->n_documents() documents
+  // are those the index holds (the caller guarantees it: ResidentBank checks MemoryBank::layout_version()).
+  // The backend copies the new chunks, the new documents' ids and every tombstone flag (zero-copy backends take
+  // the new view). Errors: kInvalidArgument (a view that does not extend the index: another shape or dtype,
+  // fewer chunks or documents, an index of another backend), kOutOfMemory. After an error the index must not
+  // be routed against again (upload it anew).
+  virtual Status update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) = 0;
+
   // Router scores of every document for one query (spec §5.2; reductions and numerics: backend/routing_types.h)
   // and the top k = min(req.k, live documents) by (score desc, caller id asc), tombstoned documents skipped,
   // NaN below every number. The query (req.query.q) is backend memory; `out` is host memory (the one small

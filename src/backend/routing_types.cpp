@@ -30,6 +30,22 @@ Status check_routing_view(const RoutingIndexView& v, const char* fn, bool need_i
   return Status::Ok();
 }
 
+Status check_routing_update(const RoutingIndexView& host, PageDType dtype, int64_t n_kv_heads, int64_t head_dim,
+                            int64_t n_chunks, int64_t n_documents, const char* fn) {
+  MSA_RETURN_IF_ERROR(check_routing_view(host, fn));
+  if (host.dtype != dtype || host.n_kv_heads != n_kv_heads || host.head_dim != head_dim) {
+    return Error(StatusCode::kInvalidArgument, fn, ": the view (", page_dtype_name(host.dtype), ", ", host.n_kv_heads,
+                 " kv heads x ", host.head_dim, ") is not the resident index's (", page_dtype_name(dtype), ", ",
+                 n_kv_heads, " x ", head_dim, ")");
+  }
+  if (host.n_chunks < n_chunks || host.n_documents < n_documents) {
+    return Error(StatusCode::kInvalidArgument, fn, ": the view has ", host.n_chunks, " chunks and ", host.n_documents,
+                 " documents, the resident index already ", n_chunks, " and ", n_documents,
+                 " (an update only appends; upload a rewritten index anew)");
+  }
+  return Status::Ok();
+}
+
 Status check_reductions(const RouterReductions& red, const char* fn) {
   if (red.head != HeadReduce::kMean && red.head != HeadReduce::kMax) {
     return Error(StatusCode::kInvalidArgument, fn, ": head reduction ", static_cast<int>(red.head), " unknown");

@@ -41,6 +41,12 @@ struct RoutingIndexView {
 // route()). fn prefixes the message.
 Status check_routing_view(const RoutingIndexView& view, const char* fn, bool need_ids = true);
 
+// check_routing_view, plus: `host` extends an index of dtype/n_kv_heads/head_dim holding n_chunks chunks and
+// n_documents documents (same dtype and shape, at least as many chunks and documents), as
+// Backend::update_routing_index requires. fn prefixes the message.
+Status check_routing_update(const RoutingIndexView& host, PageDType dtype, int64_t n_kv_heads, int64_t head_dim,
+                            int64_t n_chunks, int64_t n_documents, const char* fn);
+
 struct RouterQuery {
   const float* q = nullptr;  // [n_tokens, n_heads * head_dim], routing tokens only, prepared as above
   int64_t n_tokens = 0;

@@ -26,10 +26,22 @@ class ResidentBank {
   ResidentBank(const ResidentBank&) = delete;
   ResidentBank& operator=(const ResidentBank&) = delete;
 
+  // What the last sync() that changed something did.
+  enum class SyncKind { kNone, kFull, kAppend };
+  struct SyncStats {
+    SyncKind kind = SyncKind::kNone;
+    int64_t chunks_copied = 0;     // routing rows copied to the backend, all router layers together
+    int64_t documents_copied = 0;  // document ids copied (the tombstone flags of every document always are)
+  };
+
   Backend* backend() const { return be_; }
-  // Re-uploads what changed since the last sync (today: everything, when the version moved). A different bank
-  // than the last one is accepted (everything is rebuilt). Errors: the backend's (kOutOfMemory, device errors).
+  // Brings the resident copy up to date with the bank when its version() moved. While the bank's
+  // layout_version() is the one of the last sync (only add() and remove() happened since), only the appended
+  // routing rows, the new documents' ids and the tombstone flags are copied (Backend::update_routing_index);
+  // otherwise, or for a different bank than the last one, everything is uploaded again. A failed sync leaves
+  // nothing usable behind: the next one uploads everything. Errors: the backend's (kOutOfMemory, device errors).
   Status sync(const MemoryBank& bank);
+  SyncStats last_sync() const;
 
   const ResidentRoutingIndex& routing(int router_slot) const { return *routing_[static_cast<size_t>(router_slot)]; }
   // Template-prefix K/V of decoder layer `layer`, backend memory [template_len, width].
@@ -39,11 +51,17 @@ class ResidentBank {
   int64_t routing_device_bytes() const;
 
  private:
+  Status sync_full(const MemoryBank& bank);
+  Status sync_append(const MemoryBank& bank);
+  void refresh_documents(const MemoryBank& bank);
+
   mutable std::mutex mu_;
   Backend* be_;
   const MemoryBank* bank_ = nullptr;
   uint64_t version_ = 0;
+  uint64_t layout_version_ = 0;
   bool synced_ = false;
+  SyncStats last_;
   std::vector<uint64_t> doc_ids_;  // host arrays the CPU backend's zero-copy index points into
   std::vector<uint8_t> removed_;
   std::vector<std::unique_ptr<ResidentRoutingIndex>> routing_;

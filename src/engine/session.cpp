@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/limits.h"
+#include "core/thread_pool.h"
 #include "engine/generate_run.h"
 #include "engine/session_util.h"
 #include "engine/template_prefix.h"
@@ -89,8 +90,11 @@ class RoutingObserver final : public ForwardObserver {
     if (scratch_->staging.bytes() < layout.bytes) {
       MSA_RETURN_IF_ERROR(be->alloc_staging(layout.bytes + layout.bytes / 2, &scratch_->staging));
     }
+    // The documents are verified and decompressed in parallel on the host: the backend's CPU threads, or the
+    // process pool for a GPU backend (whose host threads are idle meanwhile).
+    ThreadPool* pool = be->thread_pool() != nullptr ? be->thread_pool() : &ThreadPool::global();
     MSA_RETURN_IF_ERROR(bank_->stage_pages(slot, docs.data(), docs.size(), scratch_->staging.as<uint8_t>(),
-                                           scratch_->staging.bytes(), &layout));
+                                           scratch_->staging.bytes(), &layout, pool));
     MSA_RETURN_IF_ERROR(be->ensure(&scratch_->raw, layout.bytes));
     MSA_RETURN_IF_ERROR(be->upload(scratch_->raw.data(), scratch_->staging.data(), layout.bytes));
     const size_t rows_bytes = static_cast<size_t>(layout.n_rows * width) * sizeof(float);

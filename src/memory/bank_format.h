@@ -187,6 +187,10 @@ class FrameScratch {
   FrameScratch(const FrameScratch&) = delete;
   FrameScratch& operator=(const FrameScratch&) = delete;
   FrameScratch& operator=(FrameScratch&&) = delete;
+  // Frees the decompression buffer when it holds more than max_bytes (the context is kept).
+  void trim(size_t max_bytes) {
+    if (buf_.capacity() > max_bytes) std::vector<uint8_t>().swap(buf_);
+  }
 
  private:
   friend class SegmentFile;

@@ -17,6 +17,8 @@
 
 #include "memory/memory_bank.h"
 
+#include "core/thread_pool.h"
+
 namespace msa {
 
 // ------------------------------------------------------------------------------------------ page containers
@@ -294,7 +296,7 @@ Status MemoryBank::staged_layout(const int64_t* indices, size_t n, StagedPagesLa
 }
 
 Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8_t* dst, size_t cap,
-                               StagedPagesLayout* layout) const {
+                               StagedPagesLayout* layout, ThreadPool* pool) const {
   if (slot < 0 || slot >= n_router_layers()) {
     return Error(StatusCode::kInvalidArgument, "memory stage: router slot ", slot, " outside [0, ", n_router_layers(),
                  ")");
@@ -314,34 +316,72 @@ Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8
   const size_t plane_end[4] = {l.k_rows + nr * rb, l.k_scales + nr * sb, l.v_rows + nr * rb, l.v_scales + nr * sb};
   const size_t next_plane[4] = {l.k_scales, l.v_rows, l.v_scales, l.bytes};
   for (int i = 0; i < 4; ++i) std::memset(dst + plane_end[i], 0, next_plane[i] - plane_end[i]);
-  bankfmt::FrameScratch scratch;
-  size_t row = 0;
-  try {
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t index = indices[i];
-      const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
-      const DocSource& ds = src_[static_cast<size_t>(index)];
-      bankfmt::FrameParts to;
-      to.k_rows = dst + l.k_rows + row * rb;
-      to.k_scales = dst + l.k_scales + row * sb;
-      to.v_rows = dst + l.v_rows + row * rb;
-      to.v_scales = dst + l.v_scales + row * sb;
-      if (ds.segment >= 0) {
-        const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
-        MSA_RETURN_IF_ERROR(check_segment_doc(seg, ds.seg_doc, rec));
-        MSA_RETURN_IF_ERROR(seg.read_frame_parts(slot, ds.seg_doc, to, &scratch));
-      } else {
-        RamParts p;
-        MSA_RETURN_IF_ERROR(ram_parts_locked(slot, index, &p));
-        uint8_t* const into[4] = {to.k_rows, to.k_scales, to.v_rows, to.v_scales};
-        for (int j = 0; j < 4; ++j) {
-          if (p.bytes[j] > 0) std::memcpy(into[j], p.data[j], p.bytes[j]);
-        }
-      }
-      row += static_cast<size_t>(rec.n_chunks);
+  auto oom = [] { return Error(StatusCode::kOutOfMemory, "memory stage: out of memory decompressing a content frame"); };
+  // One zstd context per thread, kept across calls (creating one costs more than decompressing a small frame);
+  // its buffer is given back past 4 MiB.
+  auto stage_one = [&](size_t i, size_t row) -> Status {
+    static thread_local bankfmt::FrameScratch scratch;
+    Status st;
+    try {
+      st = stage_document_locked(slot, indices[i], l, row, dst, &scratch);
+    } catch (const std::bad_alloc&) {
+      st = oom();
     }
+    scratch.trim(size_t{4} << 20);
+    return st;
+  };
+  if (pool == nullptr || pool->size() < 2 || n < 2) {
+    size_t row = 0;
+    for (size_t i = 0; i < n; ++i) {
+      MSA_RETURN_IF_ERROR(stage_one(i, row));
+      row += static_cast<size_t>(docs_[static_cast<size_t>(indices[i])].n_chunks);
+    }
+    return Status::Ok();
+  }
+  // Documents are independent (disjoint rows in every plane): each starts at its own first row.
+  std::vector<size_t> first_row;
+  std::vector<Status> st;
+  try {
+    first_row.resize(n);
+    st.resize(n);
   } catch (const std::bad_alloc&) {
-    return Error(StatusCode::kOutOfMemory, "memory stage: out of memory decompressing a content frame");
+    return oom();
+  }
+  size_t row = 0;
+  for (size_t i = 0; i < n; ++i) {
+    first_row[i] = row;
+    row += static_cast<size_t>(docs_[static_cast<size_t>(indices[i])].n_chunks);
+  }
+  pool->parallel_for(static_cast<int64_t>(n), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      st[static_cast<size_t>(i)] = stage_one(static_cast<size_t>(i), first_row[static_cast<size_t>(i)]);
+    }
+  });
+  for (Status& s : st) MSA_RETURN_IF_ERROR(std::move(s));
+  return Status::Ok();
+}
+
+Status MemoryBank::stage_document_locked(int slot, int64_t index, const StagedPagesLayout& l, size_t row,
+                                         uint8_t* dst, bankfmt::FrameScratch* scratch) const {
+  const size_t rb = page_row_bytes(dtype_, width_);
+  const size_t sb = static_cast<size_t>(page_row_scales(dtype_, config_.num_key_value_heads)) * sizeof(float);
+  const DocumentRecord& rec = docs_[static_cast<size_t>(index)];
+  const DocSource& ds = src_[static_cast<size_t>(index)];
+  bankfmt::FrameParts to;
+  to.k_rows = dst + l.k_rows + row * rb;
+  to.k_scales = dst + l.k_scales + row * sb;
+  to.v_rows = dst + l.v_rows + row * rb;
+  to.v_scales = dst + l.v_scales + row * sb;
+  if (ds.segment >= 0) {
+    const bankfmt::SegmentFile& seg = *segments_[static_cast<size_t>(ds.segment)];
+    MSA_RETURN_IF_ERROR(check_segment_doc(seg, ds.seg_doc, rec));
+    return seg.read_frame_parts(slot, ds.seg_doc, to, scratch);
+  }
+  RamParts p;
+  MSA_RETURN_IF_ERROR(ram_parts_locked(slot, index, &p));
+  uint8_t* const into[4] = {to.k_rows, to.k_scales, to.v_rows, to.v_scales};
+  for (int j = 0; j < 4; ++j) {
+    if (p.bytes[j] > 0) std::memcpy(into[j], p.data[j], p.bytes[j]);
   }
   return Status::Ok();
 }
@@ -537,7 +577,7 @@ Status MemoryBank::remove(const std::vector<uint64_t>& ids) {
     removed_ids_.insert(id);
     ++n_removed_;
   }
-  bump_version_locked();
+  bump_version_locked(Change::kTombstones);
   return Status::Ok();
 }
 

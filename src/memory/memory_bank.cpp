@@ -123,9 +123,11 @@ MemoryBank::MemoryBank(const ModelConfig& config, std::vector<std::vector<float>
   bump_version_locked();
 }
 
-void MemoryBank::bump_version_locked() {
+void MemoryBank::bump_version_locked(Change change) {
   static std::atomic<uint64_t> counter{0};
-  version_.store(counter.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  const uint64_t v = counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  version_.store(v, std::memory_order_relaxed);
+  if (change == Change::kRewrite) layout_version_.store(v, std::memory_order_relaxed);
 }
 
 Status MemoryBank::create(const ModelConfig& config, std::vector<std::vector<float>> template_k,
@@ -340,7 +342,7 @@ Status MemoryBank::add_locked(std::vector<DocumentRecord>& docs, std::vector<Poo
   }
   if (mine != nullptr) consume_reservation_locked(res);
   append_locked(docs, pooled, enc);
-  bump_version_locked();
+  bump_version_locked(Change::kAppend);
   return Status::Ok();
 }
 

@@ -52,6 +52,8 @@
 
 namespace msa {
 
+class ThreadPool;
+
 struct DocumentRecord {
   uint64_t id = 0;          // caller-supplied id (or the next index); unique in the bank
   std::string text;         // the original document text (not the formatted prompt)
@@ -243,12 +245,14 @@ class MemoryBank {
   // Writes the raw (not decoded: f32 / bf16 / int8 + scales, as stored) K̄ / V̄ pages of router slot `slot` of the
   // documents into dst (cap >= layout.bytes) in that layout: RAM pages are copied, frames of mapped segments
   // checksum-verified and decompressed straight into place. One call per router layer. layout (may be null)
-  // receives the layout as soon as the indices are checked (also when cap is too small).
+  // receives the layout as soon as the indices are checked (also when cap is too small). pool (may be null): the
+  // documents are staged in parallel on it (each into its own rows; the bytes do not depend on the pool); the
+  // error reported is then the first failing document's in the given order, as without a pool.
   // Errors: kInvalidArgument (bad slot or index, cap too small, null dst), kCorrupt (a frame fails its checksum
   // or does not decompress: the message names the file, the router slot and the document id), kOutOfMemory,
   // kInternal.
   Status stage_pages(int slot, const int64_t* indices, size_t n, uint8_t* dst, size_t cap,
-                     StagedPagesLayout* layout) const;
+                     StagedPagesLayout* layout, ThreadPool* pool = nullptr) const;
 
   const ModelConfig& config() const { return config_; }
   int64_t width() const { return width_; }
@@ -312,6 +316,12 @@ class MemoryBank {
   // a freed one). Read it under lock_shared() like the other accessors, so that it describes the state they
   // return; the read itself is atomic.
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  // The version() of the last change that may have altered what was already there: rows of the routing index,
+  // the chunk -> document map, the order or ids of the documents, the template K/V (create(), open(), compact(),
+  // save() re-attachment, set_fingerprint()). add() (documents and chunks appended at the end) and remove()
+  // (tombstones set) leave it as it is. While it stays put, a copy of the routing index kept elsewhere (on a GPU)
+  // may be brought up to date by copying the appended rows and the tombstone flags only (ResidentBank::sync).
+  uint64_t layout_version() const { return layout_version_.load(std::memory_order_relaxed); }
 
   void lock_shared() const { mu_.lock_shared(); }
   void unlock_shared() const { mu_.unlock_shared(); }
@@ -376,10 +386,15 @@ class MemoryBank {
     size_t bytes[4] = {};
   };
   Status ram_parts_locked(int slot, int64_t index, RamParts* out) const;
+  // Stages document indices[i]'s raw pages at row `row` of layout l (stage_pages' body for one document).
+  Status stage_document_locked(int slot, int64_t index, const StagedPagesLayout& l, size_t row, uint8_t* dst,
+                               bankfmt::FrameScratch* scratch) const;
   void compact_in_ram_locked();
   void take_state(MemoryBank&& o);
-  // version_ = the next value of the process-wide counter (with mu_ held exclusively, or in the constructor).
-  void bump_version_locked();
+  // version_ = the next value of the process-wide counter (with mu_ held exclusively, or in the constructor);
+  // layout_version_ follows it unless the change only appended (add) or set tombstones (remove).
+  enum class Change { kRewrite, kAppend, kTombstones };
+  void bump_version_locked(Change change = Change::kRewrite);
 
   ModelConfig config_;
   int64_t width_ = 0;
@@ -406,7 +421,8 @@ class MemoryBank {
   std::unordered_map<uint64_t, Reserved> reserved_;
   uint64_t next_token_ = 1;
   int64_t n_reserved_ = 0;
-  std::atomic<uint64_t> version_{0};  // see version()
+  std::atomic<uint64_t> version_{0};         // see version()
+  std::atomic<uint64_t> layout_version_{0};  // see layout_version()
   mutable std::shared_mutex mu_;
 };
 

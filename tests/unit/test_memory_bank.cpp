@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/limits.h"
+#include "core/thread_pool.h"
 #include "memory/memory_bank.h"
 #include "test_bank_common.h"
 
@@ -598,6 +599,12 @@ void check_staging(const MemoryBank& bank, const std::vector<int64_t>& idx, std:
     CHECK(got.bytes == l.bytes);
     CHECK(got.v_scales == l.v_scales);
     for (size_t g = l.bytes; g < buf.size(); ++g) REQUIRE(buf[g] == 0xAB);
+    // Staged in parallel (documents spread over 3 threads): the same bytes.
+    static msa::ThreadPool pool(3);
+    std::vector<uint8_t> par(l.bytes + 64, 0xCD);
+    REQUIRE(bank.stage_pages(slot, idx.data(), idx.size(), par.data(), l.bytes, nullptr, &pool).ok());
+    CHECK(std::memcmp(par.data(), buf.data(), l.bytes) == 0);
+    for (size_t g = l.bytes; g < par.size(); ++g) REQUIRE(par[g] == 0xCD);
     int64_t row = 0;
     for (size_t e = 0; e < idx.size(); ++e) {
       INFO("entry " << e << ", document index " << idx[e]);
@@ -728,6 +735,11 @@ TEST_CASE("memory bank: stage_pages decodes to read_pages' pages bit for bit (f3
     CHECK(st.message().find(seg_name) != std::string::npos);
     CHECK(st.message().find("router slot 1") != std::string::npos);
     CHECK(st.message().find("document 12") != std::string::npos);
+    // In parallel: the same error (the first failing document in the given order).
+    msa::ThreadPool pool(2);
+    const msa::Status pst = hurt->stage_pages(1, with12.data(), 2, out.data(), out.size(), nullptr, &pool);
+    CHECK(pst.code() == StatusCode::kCorrupt);
+    CHECK(pst.message() == st.message());
     CHECK(hurt->stage_pages(0, with12.data(), 2, out.data(), out.size(), nullptr).ok());
     check_staging(*hurt, {i10});
   }

@@ -17,6 +17,8 @@
 #include "backend/cpu/score_kernels.h"
 #include "backend/routing_types.h"
 #include "core/thread_pool.h"
+#include "backend/backend.h"
+#include "backend/registry.h"
 #include "engine/resident_bank.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
@@ -496,7 +498,27 @@ Docs docs_with_ids(std::vector<uint64_t> ids, std::vector<uint8_t> removed = {})
 }
 
 // A bank whose documents have the given ids (one chunk each, width 2).
-std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids) {
+// Appends one single-chunk document per id, keys (key, -key) with key growing by 0.125 per document.
+void add_docs(msa::MemoryBank* bank, const std::vector<uint64_t>& ids, float* key) {
+  std::vector<msa::DocumentRecord> docs;
+  std::vector<msa::PooledDocument> pooled;
+  for (uint64_t id : ids) {
+    msa::DocumentRecord d;
+    d.id = id;
+    d.n_tokens = 3;
+    msa::PooledDocument p;
+    p.n_tokens = 3;
+    p.n_chunks = 1;
+    *key += 0.125f;
+    p.k = p.v = p.rk = {std::vector<float>{*key, -*key}};
+    docs.push_back(d);
+    pooled.push_back(p);
+  }
+  REQUIRE(bank->add(docs, pooled).ok());
+}
+
+std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids, PageDType dtype = PageDType::kF32,
+                                               float* key_out = nullptr) {
   msa::ModelConfig cfg;
   cfg.num_hidden_layers = 1;
   cfg.num_attention_heads = 1;
@@ -506,23 +528,10 @@ std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids)
   cfg.msa.router_layers = {0};
   cfg.msa.pooling_kernel_size = 4;
   std::unique_ptr<msa::MemoryBank> bank;
-  REQUIRE(msa::MemoryBank::create(cfg, {std::vector<float>(6)}, {std::vector<float>(6)}, &bank).ok());
-  std::vector<msa::DocumentRecord> docs;
-  std::vector<msa::PooledDocument> pooled;
+  REQUIRE(msa::MemoryBank::create(cfg, {std::vector<float>(6)}, {std::vector<float>(6)}, &bank, dtype).ok());
   float key = 0.0f;
-  for (uint64_t id : ids) {
-    msa::DocumentRecord d;
-    d.id = id;
-    d.n_tokens = 3;
-    msa::PooledDocument p;
-    p.n_tokens = 3;
-    p.n_chunks = 1;
-    key += 0.125f;
-    p.k = p.v = p.rk = {std::vector<float>{key, -key}};
-    docs.push_back(d);
-    pooled.push_back(p);
-  }
-  REQUIRE(bank->add(docs, pooled).ok());
+  add_docs(bank.get(), ids, &key);
+  if (key_out != nullptr) *key_out = key;
   return bank;
 }
 
@@ -648,5 +657,140 @@ TEST_CASE("select_top_k agrees with a full sort on many random tied scores", "[r
     REQUIRE(msa::select_top_k(scores, bank.view(), k, &top).ok());
     REQUIRE(top.size() == static_cast<size_t>(k));
     for (size_t i = 0; i < top.size(); ++i) CHECK(top[i].index == static_cast<int64_t>(order[i]));
+  }
+}
+
+namespace {
+
+// Every document's score and the top 3 of the query (1, 0.5) through `rb` on its backend.
+void route_through(msa::Backend* be, const msa::ResidentBank& rb, std::vector<float>* scores,
+                   std::vector<uint64_t>* top) {
+  const std::vector<float> q = {1.0f, 0.5f};
+  msa::DeviceBuffer dq;
+  REQUIRE(msa::upload_vector(be, q.data(), q.size(), &dq).ok());
+  msa::RouteRequest req;
+  req.query.q = dq.as<float>();
+  req.query.n_tokens = 1;
+  req.query.n_heads = 1;
+  req.query.n_kv_heads = 1;
+  req.query.head_dim = 2;
+  req.k = 3;
+  req.want_scores = true;
+  msa::RouteSelection sel;
+  REQUIRE(be->route(req, rb.routing(0), &sel).ok());
+  *scores = sel.scores;
+  *top = ids_of(sel.top);
+}
+
+// The incrementally synced `rb` routes exactly as a ResidentBank uploaded from scratch.
+void expect_same_as_fresh(msa::Backend* be, const msa::ResidentBank& rb, const msa::MemoryBank& bank) {
+  msa::ResidentBank fresh(be);
+  REQUIRE(fresh.sync(bank).ok());
+  CHECK(fresh.last_sync().kind == msa::ResidentBank::SyncKind::kFull);
+  std::vector<float> s1, s2;
+  std::vector<uint64_t> t1, t2;
+  route_through(be, rb, &s1, &t1);
+  route_through(be, fresh, &s2, &t2);
+  REQUIRE(s1.size() == static_cast<size_t>(bank.n_documents()));
+  CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * sizeof(float)) == 0);
+  CHECK(t1 == t2);
+}
+
+}  // namespace
+
+TEST_CASE("ResidentBank copies only the appended rows and the tombstones after add and remove", "[router]") {
+  using Kind = msa::ResidentBank::SyncKind;
+  for (const std::string& name : msa::backend_names()) {
+    msa::BackendParams bp;
+    bp.name = name;
+    std::unique_ptr<msa::Backend> be;
+    const msa::Status st = msa::create_backend(bp, &be);
+    if (st.code() == StatusCode::kNoDevice) {
+      WARN("ResidentBank sync on " << name << ": skipped, " << st.message());
+      continue;
+    }
+    REQUIRE(st.ok());
+    for (PageDType dt : {PageDType::kF32, PageDType::kBF16, PageDType::kInt8}) {
+      INFO(name << ", " << msa::page_dtype_name(dt) << " bank");
+      float key = 0.0f;
+      auto bank = bank_with_ids({50, 7, 31, 2}, dt, &key);
+      msa::ResidentBank rb(be.get());
+      REQUIRE(rb.sync(*bank).ok());
+      CHECK(rb.last_sync().kind == Kind::kFull);
+      CHECK(rb.last_sync().chunks_copied == 4);
+      const uint64_t layout = bank->layout_version();
+
+      // add: the layout stays, two rows and two ids are copied, and routing sees the new documents.
+      add_docs(bank.get(), {9, 60}, &key);
+      CHECK(bank->layout_version() == layout);
+      REQUIRE(rb.sync(*bank).ok());
+      CHECK(rb.last_sync().kind == Kind::kAppend);
+      CHECK(rb.last_sync().chunks_copied == 2);
+      CHECK(rb.last_sync().documents_copied == 2);
+      CHECK(rb.routing(0).n_chunks() == 6);
+      CHECK(rb.routing(0).n_documents() == 6);
+      expect_same_as_fresh(be.get(), rb, *bank);
+
+      // remove: only the tombstones change, and the removed document is never selected.
+      REQUIRE(bank->remove({60}).ok());
+      CHECK(bank->layout_version() == layout);
+      REQUIRE(rb.sync(*bank).ok());
+      CHECK(rb.last_sync().kind == Kind::kAppend);
+      CHECK(rb.last_sync().chunks_copied == 0);
+      CHECK(rb.last_sync().documents_copied == 0);
+      std::vector<float> scores;
+      std::vector<uint64_t> top;
+      route_through(be.get(), rb, &scores, &top);
+      CHECK(top == std::vector<uint64_t>{9, 2, 31});  // 60 (the highest key) is tombstoned
+      expect_same_as_fresh(be.get(), rb, *bank);
+
+      // Many small adds: the resident index grows past its first allocation, rows kept.
+      for (uint64_t id = 100; id < 140; ++id) {
+        add_docs(bank.get(), {id}, &key);
+        REQUIRE(rb.sync(*bank).ok());
+        CHECK(rb.last_sync().chunks_copied == 1);
+      }
+      expect_same_as_fresh(be.get(), rb, *bank);
+
+      // compact rewrites the rows: everything is uploaded again.
+      REQUIRE(bank->compact().ok());
+      CHECK(bank->layout_version() != layout);
+      REQUIRE(rb.sync(*bank).ok());
+      CHECK(rb.last_sync().kind == Kind::kFull);
+      CHECK(rb.last_sync().chunks_copied == bank->routing(0).n_chunks());
+      expect_same_as_fresh(be.get(), rb, *bank);
+
+      // Another bank: a full upload, whatever its versions.
+      auto other = bank_with_ids({1, 2, 3}, dt);
+      REQUIRE(rb.sync(*other).ok());
+      CHECK(rb.last_sync().kind == Kind::kFull);
+      expect_same_as_fresh(be.get(), rb, *other);
+    }
+  }
+}
+
+TEST_CASE("update_routing_index refuses a view that does not extend the index", "[router]") {
+  for (const std::string& name : msa::backend_names()) {
+    msa::BackendParams bp;
+    bp.name = name;
+    std::unique_ptr<msa::Backend> be;
+    if (!msa::create_backend(bp, &be).ok()) continue;  // a CUDA build without a GPU
+    INFO(name);
+    auto bank = bank_with_ids({5, 6, 7});
+    std::vector<uint64_t> ids = {5, 6, 7};
+    std::vector<uint8_t> removed = {0, 0, 0};
+    std::unique_ptr<msa::ResidentRoutingIndex> idx;
+    REQUIRE(be->upload_routing_index(msa::routing_view(*bank, 0, ids, removed), &idx).ok());
+    // Fewer chunks than the index holds.
+    RoutingIndexView shrunk = msa::routing_view(*bank, 0, ids, removed);
+    shrunk.n_chunks = 2;
+    shrunk.n_documents = 2;
+    CHECK(be->update_routing_index(shrunk, idx.get()).code() == StatusCode::kInvalidArgument);
+    // Another shape.
+    RoutingIndexView wide = msa::routing_view(*bank, 0, ids, removed);
+    wide.head_dim = 4;
+    CHECK(be->update_routing_index(wide, idx.get()).code() == StatusCode::kInvalidArgument);
+    // The same view is a valid (empty) update.
+    CHECK(be->update_routing_index(msa::routing_view(*bank, 0, ids, removed), idx.get()).ok());
   }
 }

@@ -403,6 +403,16 @@ Status CpuBackend::upload_routing_index(const RoutingIndexView& host, std::uniqu
   return Status::Ok();
 }
 
+Status CpuBackend::update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) {
+  auto* ci = dynamic_cast<CpuRoutingIndex*>(index);
+  if (ci == nullptr) return Error(StatusCode::kInvalidArgument, "update_routing_index: the index is not resident on ", name());
+  const RoutingIndexView& v = ci->view;
+  MSA_RETURN_IF_ERROR(check_routing_update(host, v.dtype, v.n_kv_heads, v.head_dim, v.n_chunks, v.n_documents,
+                                           "update_routing_index"));
+  ci->view = host;  // zero-copy: the grown host arrays (which may have moved) are the index
+  return Status::Ok();
+}
+
 Status CpuBackend::route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) {
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "route: out is null");
   const auto* ci = dynamic_cast<const CpuRoutingIndex*>(&index);

@@ -79,6 +79,7 @@ class CpuBackend final : public Backend {
                       int64_t head_dim, float* out) override;
   // Zero-copy: the resident index is the host view itself (the routing tier stays in host RAM on the CPU).
   Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) override;
+  Status update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) override;
   Status route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) override;
 
  protected:

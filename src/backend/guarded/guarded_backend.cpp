@@ -31,6 +31,49 @@ class GuardedRoutingIndex final : public ResidentRoutingIndex {
   int64_t bytes = 0;
 };
 
+// Copies the host arrays of `host` from element offsets (chunk `from_chunk`, document `from_doc`) into the
+// index's guarded buffers, growing each one (new allocation, earlier contents copied on the backend) as needed;
+// the tombstone flags are copied whole. Then the CPU backend's index over those buffers is rebuilt.
+// be: the guarded backend (its transfers open the arena); cpu: the CPU backend inside it.
+Status store_routing_rows(Backend* be, CpuBackend* cpu, const RoutingIndexView& host, int64_t from_chunk,
+                          int64_t from_doc, GuardedRoutingIndex* gi) {
+  const int64_t width = host.n_kv_heads * host.head_dim;
+  // Rows [from, n) of `src` (row_bytes each) into dst; dst keeps rows [0, from).
+  auto put = [&](const void* src, size_t row_bytes, int64_t from, int64_t n, DeviceBuffer* dst) -> Status {
+    if (src == nullptr || row_bytes == 0 || n == 0) return Status::Ok();
+    const size_t keep = static_cast<size_t>(from) * row_bytes, need = static_cast<size_t>(n) * row_bytes;
+    if (dst->bytes() < need) {
+      DeviceBuffer grown;
+      MSA_RETURN_IF_ERROR(be->alloc(need + need / 2, &grown));
+      MSA_RETURN_IF_ERROR(be->copy(grown.data(), dst->data(), keep));
+      gi->bytes += static_cast<int64_t>(grown.bytes()) - static_cast<int64_t>(dst->bytes());
+      *dst = std::move(grown);
+    }
+    return be->upload(dst->as<uint8_t>() + keep, static_cast<const uint8_t*>(src) + keep, need - keep);
+  };
+  const int64_t n = host.n_chunks;
+  if (host.dtype == PageDType::kF32) {
+    MSA_RETURN_IF_ERROR(put(host.keys, static_cast<size_t>(width) * sizeof(float), from_chunk, n, &gi->keys));
+  } else {
+    MSA_RETURN_IF_ERROR(put(host.packed, page_row_bytes(host.dtype, width), from_chunk, n, &gi->packed));
+    MSA_RETURN_IF_ERROR(put(host.scales,
+                            static_cast<size_t>(page_row_scales(host.dtype, host.n_kv_heads)) * sizeof(float),
+                            from_chunk, n, &gi->scales));
+  }
+  MSA_RETURN_IF_ERROR(put(host.chunk_doc, sizeof(int32_t), from_chunk, n, &gi->chunk_doc));
+  MSA_RETURN_IF_ERROR(put(host.doc_ids, sizeof(uint64_t), from_doc, host.n_documents, &gi->doc_ids));
+  MSA_RETURN_IF_ERROR(put(host.removed, 1, 0, host.n_documents, &gi->removed));
+  gi->view = host;
+  RoutingIndexView& v = gi->view;
+  v.keys = gi->keys.as<float>();
+  v.packed = gi->packed.as<uint8_t>();
+  v.scales = gi->scales.as<float>();
+  v.chunk_doc = gi->chunk_doc.as<int32_t>();
+  v.doc_ids = gi->doc_ids.as<uint64_t>();
+  v.removed = gi->removed.as<uint8_t>();
+  return cpu->upload_routing_index(v, &gi->inner);
+}
+
 }  // namespace
 
 class GuardedBackend::Open {
@@ -206,36 +249,20 @@ Status GuardedBackend::upload_routing_index(const RoutingIndexView& host, std::u
   if (out == nullptr) return Error(StatusCode::kInvalidArgument, "upload_routing_index: out is null");
   MSA_RETURN_IF_ERROR(check_routing_view(host, "upload_routing_index"));
   auto gi = std::make_unique<GuardedRoutingIndex>();
-  gi->view = host;
-  const int64_t width = host.n_kv_heads * host.head_dim;
-  auto put = [&](const void* src, size_t bytes, DeviceBuffer* dst) -> Status {
-    if (src == nullptr || bytes == 0) return Status::Ok();
-    MSA_RETURN_IF_ERROR(alloc(bytes, dst));
-    gi->bytes += static_cast<int64_t>(bytes);
-    return upload(dst->data(), src, bytes);
-  };
-  const size_t n = static_cast<size_t>(host.n_chunks);
-  if (host.dtype == PageDType::kF32) {
-    MSA_RETURN_IF_ERROR(put(host.keys, n * static_cast<size_t>(width) * sizeof(float), &gi->keys));
-  } else {
-    MSA_RETURN_IF_ERROR(put(host.packed, n * page_row_bytes(host.dtype, width), &gi->packed));
-    MSA_RETURN_IF_ERROR(put(host.scales, n * static_cast<size_t>(page_row_scales(host.dtype, host.n_kv_heads)) * sizeof(float),
-                            &gi->scales));
-  }
-  MSA_RETURN_IF_ERROR(put(host.chunk_doc, n * sizeof(int32_t), &gi->chunk_doc));
-  const size_t nd = static_cast<size_t>(host.n_documents);
-  MSA_RETURN_IF_ERROR(put(host.doc_ids, nd * sizeof(uint64_t), &gi->doc_ids));
-  MSA_RETURN_IF_ERROR(put(host.removed, nd, &gi->removed));
-  RoutingIndexView& v = gi->view;
-  v.keys = gi->keys.as<float>();
-  v.packed = gi->packed.as<uint8_t>();
-  v.scales = gi->scales.as<float>();
-  v.chunk_doc = gi->chunk_doc.as<int32_t>();
-  v.doc_ids = gi->doc_ids.as<uint64_t>();
-  v.removed = gi->removed.as<uint8_t>();
-  MSA_RETURN_IF_ERROR(cpu_.upload_routing_index(v, &gi->inner));
+  MSA_RETURN_IF_ERROR(store_routing_rows(this, &cpu_, host, 0, 0, gi.get()));
   *out = std::move(gi);
   return Status::Ok();
+}
+
+Status GuardedBackend::update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) {
+  auto* gi = dynamic_cast<GuardedRoutingIndex*>(index);
+  if (gi == nullptr) {
+    return Error(StatusCode::kInvalidArgument, "update_routing_index: the index is not resident on cpu-guarded");
+  }
+  const RoutingIndexView& v = gi->view;
+  MSA_RETURN_IF_ERROR(check_routing_update(host, v.dtype, v.n_kv_heads, v.head_dim, v.n_chunks, v.n_documents,
+                                           "update_routing_index"));
+  return store_routing_rows(this, &cpu_, host, v.n_chunks, v.n_documents, gi);
 }
 
 Status GuardedBackend::route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) {

@@ -54,6 +54,8 @@ class GuardedBackend final : public Backend {
                       int64_t head_dim, float* out) override;
   // A copy of the host index in guarded memory.
   Status upload_routing_index(const RoutingIndexView& host, std::unique_ptr<ResidentRoutingIndex>* out) override;
+  // Copies the appended rows and documents into (grown) guarded buffers, and every tombstone flag.
+  Status update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) override;
   Status route(const RouteRequest& req, const ResidentRoutingIndex& index, RouteSelection* out) override;
 
  protected:
