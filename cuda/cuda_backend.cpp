@@ -51,8 +51,9 @@ class CudaRoutingIndex final : public ResidentRoutingIndex {
   int64_t n_documents() const override { return docs->n_documents(); }
   int64_t device_bytes() const override {
     const int64_t n_docs = docs->n_documents();
-    // keys + scales, the CSR (offsets + chunk list), the id ranks and the tombstone bytes.
-    return index->key_bytes() + (index->n_documents() + 1 + index->n_chunks()) * 4 + n_docs * 5;
+    // keys + scales as allocated (update_routing_index grows them geometrically), the CSR (offsets + chunk
+    // list), the id ranks and the tombstone bytes.
+    return index->reserved_key_bytes() + (index->n_documents() + 1 + index->n_chunks()) * 4 + n_docs * 5;
   }
   const CudaBackend* owner() const { return owner_; }
 

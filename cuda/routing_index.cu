@@ -106,6 +106,11 @@ int64_t DeviceRoutingIndex::key_bytes() const {
          n_chunks_ * page_row_scales(dtype_, n_kv_heads_) * static_cast<int64_t>(sizeof(float));
 }
 
+int64_t DeviceRoutingIndex::reserved_key_bytes() const {
+  return capacity_ * static_cast<int64_t>(row_bytes()) +
+         capacity_ * page_row_scales(dtype_, n_kv_heads_) * static_cast<int64_t>(sizeof(float));
+}
+
 Status DeviceRoutingIndex::check_append(const int32_t* chunk_doc, int64_t n_chunks, int64_t n_documents,
                                         const void* rows, const float* scales, const char* fn) const {
   if (n_chunks < 0 || n_chunks > kMaxChunks - n_chunks_) {

@@ -52,6 +52,8 @@ class DeviceRoutingIndex {
   size_t row_bytes() const { return page_row_bytes(dtype_, width()); }
   // Device bytes of keys + scales (what a scan reads) for the current rows.
   int64_t key_bytes() const;
+  // Device bytes allocated for keys + scales (capacity: appends grow it by half at a time).
+  int64_t reserved_key_bytes() const;
   CudaResources* resources() const { return res_; }
 
   // Device pointers (valid until the next append).
