@@ -38,6 +38,8 @@
 namespace msa::cuda::kern {
 MSA_DEV float as_float(uint32_t u) { return __uint_as_float(u); }
 MSA_DEV uint32_t as_uint(float f) { return __float_as_uint(f); }
+// The byte permute (PRMT): result byte k = byte (selector nibble k & 7) of the 8 bytes {y:x} (x bytes 0-3).
+MSA_DEV uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) { return __byte_perm(x, y, s); }
 MSA_DEV float add_rn(float a, float b) { return __fadd_rn(a, b); }
 MSA_DEV float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 MSA_DEV float div_rn(float a, float b) { return __fdiv_rn(a, b); }
@@ -103,6 +105,12 @@ inline uint32_t as_uint(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
+}
+inline uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+  const uint64_t both = (static_cast<uint64_t>(y) << 32) | x;
+  uint32_t r = 0;
+  for (int k = 0; k < 4; ++k) r |= static_cast<uint32_t>((both >> (8 * ((s >> (4 * k)) & 7u))) & 0xffu) << (8 * k);
+  return r;
 }
 inline float add_rn(float a, float b) { return a + b; }
 inline float mul_rn(float a, float b) { return a * b; }

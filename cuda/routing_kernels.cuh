@@ -19,13 +19,21 @@ constexpr int kMaxRowLanes = 4;    // threads sharing one chunk (each with its o
 // Four consecutive key elements (16-byte-aligned smem offsets for f32, 8 for bf16, 4 for int8) as f32.
 template <typename KT>
 struct KeyVec;
+// int8 -> f32 without the int-to-float conversion unit (I2F runs at a quarter of the FP32 rate or less on
+// sm_80-sm_90, and an int8 scan at T = 1 needs one conversion per key byte at HBM speed): with u = x + 128 (the
+// sign bit flipped), the float whose bits are 0x4B0000uu is 2^23 + u exactly, so subtracting 2^23 + 128 gives x
+// exactly (Sterbenz). One PRMT and one FADD per element, the same f32 values as static_cast<float>.
+MSA_DEV float4 int8x4_to_float4(uint32_t packed) {
+  const uint32_t u = packed ^ 0x80808080u;
+  constexpr uint32_t kExp = 0x4B000000u;  // bytes {00, 00, 00, 4B} as the y operand (selector 4 = 00, 7 = 4B)
+  constexpr float kBias = 8388736.0f;     // 2^23 + 128
+  return make_float4(as_float(byte_perm(u, kExp, 0x7440u)) - kBias, as_float(byte_perm(u, kExp, 0x7441u)) - kBias,
+                     as_float(byte_perm(u, kExp, 0x7442u)) - kBias, as_float(byte_perm(u, kExp, 0x7443u)) - kBias);
+}
+
 template <>
 struct KeyVec<int8_t> {
-  static MSA_DEV float4 load(const unsigned char* p) {
-    const char4 v = ld<char4>(p);
-    return make_float4(static_cast<float>(v.x), static_cast<float>(v.y), static_cast<float>(v.z),
-                       static_cast<float>(v.w));
-  }
+  static MSA_DEV float4 load(const unsigned char* p) { return int8x4_to_float4(ld<uint32_t>(p)); }
 };
 template <>
 struct KeyVec<uint16_t> {  // bf16: widening is exact

@@ -350,9 +350,34 @@ void test_decode() {
   std::printf("emulated page decode vs decode_rows (bit for bit): %d cases\n", cases);
 }
 
+// The scan's int8 -> f32 conversion (byte permute + bias, no I2F) against static_cast<float>, for every byte value
+// in every lane of the packed word, bit for bit.
+void test_int8_convert() {
+  int bad = 0;
+  for (int lane = 0; lane < 4; ++lane) {
+    for (int b = 0; b < 256; ++b) {
+      // The other lanes hold other values, so a selector that picks the wrong byte shows.
+      uint8_t bytes[4] = {static_cast<uint8_t>(b + 17), static_cast<uint8_t>(b + 101), static_cast<uint8_t>(b + 203),
+                          static_cast<uint8_t>(b + 59)};
+      bytes[lane] = static_cast<uint8_t>(b);
+      uint32_t word = 0;
+      std::memcpy(&word, bytes, 4);
+      const float4 got = kern::int8x4_to_float4(word);
+      const float g[4] = {got.x, got.y, got.z, got.w};
+      for (int k = 0; k < 4; ++k) {
+        const float want = static_cast<float>(static_cast<int8_t>(bytes[k]));
+        if (std::memcmp(&g[k], &want, 4) != 0) ++bad;
+      }
+    }
+  }
+  if (bad > 0) fail("int8x4_to_float4 differs from static_cast<float> on " + std::to_string(bad) + " values");
+  std::printf("int8 -> f32 conversion of the scan: 1024 words, %s\n", bad == 0 ? "exact" : "FAIL");
+}
+
 }  // namespace
 
 int main() {
+  test_int8_convert();
   test_scan();
   test_topk_specials();
   test_decode();
