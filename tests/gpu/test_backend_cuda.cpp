@@ -2,7 +2,8 @@
 // runs on random inputs on both (alloc / upload / op / download), results compared with per-op tolerances;
 // routing (upload_routing_index + route) on f32 / bf16 / int8 indexes with tombstones, exact score ties and
 // documents without chunks, every reduction: scores within tolerance, the same top-k where the k-th gap exceeds
-// the tolerance. Plus memory (staging, copies), error codes, and ops from several threads at once.
+// the tolerance; a resident index grown by update_routing_index routes like one uploaded whole. Plus memory
+// (staging, copies), error codes, and ops from several threads at once.
 // Without a CUDA device, create_cuda_backend must return kNoDevice: then "SKIP: no CUDA device", exit 77. Any
 // mismatch or error: a FAIL line, exit 1.
 #include <algorithm>
@@ -742,6 +743,46 @@ void test_route(Backend& cpu, Backend& gpu) {
   }
 }
 
+// update_routing_index (what ResidentBank::sync does after add / remove): an index uploaded from a prefix of the
+// chunks and grown twice (the device arrays reallocate), tombstones changed on the way, routes bit for bit like
+// an index uploaded whole. Shrinking views are refused.
+void test_route_update(Backend& gpu) {
+  for (PageDType dt : {PageDType::kF32, PageDType::kBF16, PageDType::kInt8}) {
+    const HostIndex hi = make_index(dt, 4, 64, 400);
+    const int64_t n = static_cast<int64_t>(hi.chunk_doc.size());
+    const std::vector<uint8_t> none(hi.removed.size(), 0);
+    msa::RoutingIndexView v0 = hi.view(), v1 = hi.view();
+    v0.n_chunks = n / 10;
+    v0.removed = none.data();
+    v1.n_chunks = n / 2;
+    std::unique_ptr<msa::ResidentRoutingIndex> grown, whole;
+    if (!expect_ok(gpu.upload_routing_index(v0, &grown), "cuda upload_routing_index (prefix)") ||
+        !expect_ok(gpu.update_routing_index(v1, grown.get()), "cuda update_routing_index (half)") ||
+        !expect_ok(gpu.update_routing_index(hi.view(), grown.get()), "cuda update_routing_index (all)") ||
+        !expect_ok(gpu.upload_routing_index(hi.view(), &whole), "cuda upload_routing_index (all)")) {
+      continue;
+    }
+    const std::string what = std::string("cuda update_routing_index, ") + msa::page_dtype_name(dt);
+    expect_true(grown->n_chunks() == n && grown->n_documents() == hi.n_docs, what + ": sizes");
+    expect_code(gpu.update_routing_index(v1, grown.get()), StatusCode::kInvalidArgument, what + ": a shrinking view");
+    DeviceBuffer gq = up(gpu, uniform(static_cast<size_t>(3 * 16 * 64)));
+    msa::RouteRequest req;
+    req.query = {gq.as<float>(), 3, 16, 4, 64};
+    req.k = 20;
+    req.want_scores = true;
+    msa::RouteSelection a, b;
+    if (!expect_ok(gpu.route(req, *grown, &a), "cuda route (grown)") ||
+        !expect_ok(gpu.route(req, *whole, &b), "cuda route (whole)")) {
+      continue;
+    }
+    bool same = a.scores.size() == b.scores.size() && a.top.size() == b.top.size() &&
+                std::memcmp(a.scores.data(), b.scores.data(), a.scores.size() * sizeof(float)) == 0;
+    for (size_t i = 0; same && i < a.top.size(); ++i) same = a.top[i].index == b.top[i].index;
+    for (const msa::ScoredDocument& d : a.top) same = same && !hi.removed[static_cast<size_t>(d.index)];
+    expect_true(same, what + ": routes bit for bit like the index uploaded whole, tombstones applied");
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ threads
 
 // Several threads, each with its own buffers, run the same op sequence on the GPU at once: every thread's result
@@ -808,6 +849,7 @@ int main() {
   test_attention(cpu, *gpu);
   test_pool_norm_decode(cpu, *gpu);
   test_route(cpu, *gpu);
+  test_route_update(*gpu);
   test_threads(*gpu);
   expect_ok(gpu->synchronize(), "final synchronize");
   std::printf("\n%s: %d checks, %d failures\n", g_failures == 0 ? "PASSED" : "FAILED", g_checks, g_failures);
