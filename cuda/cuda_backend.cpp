@@ -74,6 +74,7 @@ class CudaBackend final : public Backend {
   std::string device_description() const override { return description_; }
 
   Status upload(void* dst, const void* src, size_t bytes) override;
+  Status upload_staged(void* dst, const void* src, size_t bytes) override;
   Status download(void* dst, const void* src, size_t bytes) override;
   Status copy(void* dst, const void* src, size_t bytes) override;
   Status synchronize() override;
@@ -209,6 +210,8 @@ void* CudaBackend::alloc_staging_raw(size_t bytes, Status* error) {
 
 void CudaBackend::free_staging_raw(void* p, size_t) noexcept {
   cudaSetDevice(res_->device());
+  // An upload_staged() DMA may still read it: let the stream's queued work finish first.
+  if (cudaStreamSynchronize(res_->stream()) != cudaSuccess) cudaGetLastError();
   if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
 }
 
@@ -220,6 +223,17 @@ Status CudaBackend::upload(void* dst, const void* src, size_t bytes) {
   // A pageable source has been staged by CUDA when the call returns; a pinned one is read by the DMA later, and the
   // caller may overwrite it as soon as upload() returns (as on the CPU): wait for the copy.
   if (is_pinned_host(src)) MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream()));
+  return Status::Ok();
+}
+
+// Pinned staging: the DMA is queued on the compute stream and the host goes on issuing the ops that use it (the
+// caller keeps src unchanged until its next download/synchronize). Anything else takes upload()'s path.
+Status CudaBackend::upload_staged(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return Status::Ok();
+  if (dst == nullptr || src == nullptr) return Error(StatusCode::kInvalidArgument, "cuda upload: null pointer");
+  if (!is_pinned_host(src)) return upload(dst, src, bytes);
+  MSA_CUDA_LOCK();
+  MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
   return Status::Ok();
 }
 

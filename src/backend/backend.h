@@ -114,6 +114,10 @@ class Backend {
   // Host -> device (src: host memory), device -> host (dst: host memory; waits for earlier work), device ->
   // device (ranges must not overlap). bytes == 0 is a no-op.
   virtual Status upload(void* dst, const void* src, size_t bytes) = 0;
+  // Host -> device from staging memory (alloc_staging) without waiting for the transfer: ops issued after it see
+  // the data, but src must not be written or freed until the next download() or synchronize() (upload() returns
+  // only once src may be reused, which costs a device-host round trip on a GPU). The CPU backends copy at once.
+  virtual Status upload_staged(void* dst, const void* src, size_t bytes) { return upload(dst, src, bytes); }
   virtual Status download(void* dst, const void* src, size_t bytes) = 0;
   virtual Status copy(void* dst, const void* src, size_t bytes) = 0;
   // Waits until every op and transfer issued so far has finished; reports a deferred device error.

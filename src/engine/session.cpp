@@ -96,7 +96,8 @@ class RoutingObserver final : public ForwardObserver {
     MSA_RETURN_IF_ERROR(bank_->stage_pages(slot, docs.data(), docs.size(), scratch_->staging.as<uint8_t>(),
                                            scratch_->staging.bytes(), &layout, pool));
     MSA_RETURN_IF_ERROR(be->ensure(&scratch_->raw, layout.bytes));
-    MSA_RETURN_IF_ERROR(be->upload(scratch_->raw.data(), scratch_->staging.data(), layout.bytes));
+    // Not waited for: the staging buffer is written again only at the next router layer, after route()'s download.
+    MSA_RETURN_IF_ERROR(be->upload_staged(scratch_->raw.data(), scratch_->staging.data(), layout.bytes));
     const size_t rows_bytes = static_cast<size_t>(layout.n_rows * width) * sizeof(float);
     MSA_RETURN_IF_ERROR(be->ensure(&scratch_->pages_k, rows_bytes));
     MSA_RETURN_IF_ERROR(be->ensure(&scratch_->pages_v, rows_bytes));

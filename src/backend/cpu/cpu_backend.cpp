@@ -436,20 +436,23 @@ std::string CpuBackend::device_description() const {
   return std::string("CPU (") + name() + ", " + std::to_string(pool_->size()) + " threads)";
 }
 
-Status CpuBackend::upload(void* dst, const void* src, size_t bytes) {
-  if (bytes > 0) std::memcpy(dst, src, bytes);
+namespace {
+// The three transfers of the CPU backend: one memcpy; bytes == 0 is a no-op, null pointers otherwise an error.
+Status cpu_transfer(void* dst, const void* src, size_t bytes, const char* what) {
+  if (bytes == 0) return Status::Ok();
+  if (dst == nullptr || src == nullptr) return Error(StatusCode::kInvalidArgument, what, ": null pointer");
+  std::memcpy(dst, src, bytes);
   return Status::Ok();
 }
+}  // namespace
+
+Status CpuBackend::upload(void* dst, const void* src, size_t bytes) { return cpu_transfer(dst, src, bytes, "upload"); }
 
 Status CpuBackend::download(void* dst, const void* src, size_t bytes) {
-  if (bytes > 0) std::memcpy(dst, src, bytes);
-  return Status::Ok();
+  return cpu_transfer(dst, src, bytes, "download");
 }
 
-Status CpuBackend::copy(void* dst, const void* src, size_t bytes) {
-  if (bytes > 0) std::memcpy(dst, src, bytes);
-  return Status::Ok();
-}
+Status CpuBackend::copy(void* dst, const void* src, size_t bytes) { return cpu_transfer(dst, src, bytes, "copy"); }
 
 Status CpuBackend::prepare_weight(const TensorView& host, TensorView* out, DeviceBuffer* storage) {
   if (host.data != nullptr && !is_float_dtype(host.dtype)) {
