@@ -175,6 +175,31 @@ inline void build_doc_csr(const std::vector<int32_t>& chunk_doc, int64_t n_docum
   }
 }
 
+// The CSR of build_doc_csr after chunks [first_chunk, first_chunk + n_new) were appended whose documents
+// (new_chunk_doc) all lie in [old_docs, n_documents), as an add appends them: the first old_docs + 1 offsets and
+// the first first_chunk chunk-list entries stay as they are (offsets[old_docs] == first_chunk, every earlier
+// chunk belonging to an earlier document); offsets_tail receives offsets[old_docs + 1 .. n_documents],
+// chunks_tail the appended chunk-list entries. False, outputs untouched, when a new chunk names an earlier
+// document or one past n_documents: rebuild the whole map then.
+inline bool extend_doc_csr(const int32_t* new_chunk_doc, int64_t n_new, int64_t first_chunk, int64_t old_docs,
+                           int64_t n_documents, std::vector<int32_t>* offsets_tail, std::vector<int32_t>* chunks_tail) {
+  for (int64_t c = 0; c < n_new; ++c) {
+    if (new_chunk_doc[c] < old_docs || new_chunk_doc[c] >= n_documents) return false;
+  }
+  const size_t nd = static_cast<size_t>(n_documents - old_docs);
+  std::vector<int32_t> start(nd + 1, 0);
+  for (int64_t c = 0; c < n_new; ++c) ++start[static_cast<size_t>(new_chunk_doc[c] - old_docs) + 1];
+  for (size_t d = 0; d < nd; ++d) start[d + 1] += start[d];
+  offsets_tail->resize(nd);
+  for (size_t d = 0; d < nd; ++d) (*offsets_tail)[d] = static_cast<int32_t>(first_chunk) + start[d + 1];
+  chunks_tail->assign(static_cast<size_t>(n_new), 0);
+  for (int64_t c = 0; c < n_new; ++c) {
+    (*chunks_tail)[static_cast<size_t>(start[static_cast<size_t>(new_chunk_doc[c] - old_docs)]++)] =
+        static_cast<int32_t>(first_chunk + c);
+  }
+  return true;
+}
+
 // rank[i] = position of ids[i] in ascending id order (ties by index).
 inline std::vector<uint32_t> doc_id_ranks(const uint64_t* ids, int64_t n) {
   std::vector<int32_t> order(static_cast<size_t>(n));

@@ -177,6 +177,40 @@ Status DeviceRoutingIndex::rebuild_csr(int64_t n_documents) {
   return Status::Ok();
 }
 
+Status DeviceRoutingIndex::extend_csr(int64_t first_chunk, int64_t n_new, int64_t n_documents) {
+  std::vector<int32_t> off_tail, chunks_tail;
+  try {
+    if (!kern::extend_doc_csr(chunk_doc_.data() + first_chunk, n_new, first_chunk, n_documents_, n_documents,
+                              &off_tail, &chunks_tail)) {
+      return rebuild_csr(n_documents);
+    }
+  } catch (const std::bad_alloc&) {
+    return Error(StatusCode::kOutOfMemory, "DeviceRoutingIndex: out of host memory for the document map");
+  }
+  cudaStream_t s = res_->stream();
+  const size_t old_offsets = static_cast<size_t>(n_documents_ + 1) * sizeof(int32_t);
+  const size_t old_chunks = static_cast<size_t>(first_chunk) * sizeof(int32_t);
+  // Grown by half at a time, earlier entries kept (scans queued on the stream read only those).
+  auto grow = [&](DeviceBuffer* b, size_t need, size_t keep) -> Status {
+    if (need <= b->capacity()) return Status::Ok();
+    return b->grow_preserve(std::max(need, b->capacity() + b->capacity() / 2), keep, s);
+  };
+  MSA_RETURN_IF_ERROR(grow(&offsets_, old_offsets + off_tail.size() * sizeof(int32_t), old_offsets));
+  MSA_RETURN_IF_ERROR(grow(&doc_chunks_, old_chunks + chunks_tail.size() * sizeof(int32_t), old_chunks));
+  if (!off_tail.empty()) {
+    MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(offsets_.as<uint8_t>() + old_offsets, off_tail.data(),
+                                             off_tail.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  }
+  if (!chunks_tail.empty()) {
+    MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(doc_chunks_.as<uint8_t>() + old_chunks, chunks_tail.data(),
+                                             chunks_tail.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  }
+  // The host tails die here: wait for the (pageable, staged) copies before returning.
+  MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  n_documents_ = n_documents;
+  return Status::Ok();
+}
+
 // Extends the document map and the CSR (synchronises the stream, so the caller's rows may be freed afterwards).
 // On failure the index keeps its previous rows.
 Status DeviceRoutingIndex::commit_append(const int32_t* chunk_doc, int64_t n_chunks, int64_t n_documents) {
@@ -186,7 +220,7 @@ Status DeviceRoutingIndex::commit_append(const int32_t* chunk_doc, int64_t n_chu
   } catch (const std::bad_alloc&) {
     return Error(StatusCode::kOutOfMemory, "DeviceRoutingIndex::append: out of host memory");
   }
-  Status st = rebuild_csr(n_documents);
+  Status st = extend_csr(static_cast<int64_t>(old), n_chunks, n_documents);
   if (!st.ok()) {
     chunk_doc_.resize(old);
     return st;

@@ -8,7 +8,8 @@
 // reduction is one deterministic pass per document in chunk order (the CPU router's summation order).
 //
 // Rows are appended from host arrays in the RoutingIndex layout or from device memory. Storage grows
-// geometrically (create() with a capacity avoids regrowth). Not thread-safe; all copies go through the
+// geometrically (create() with a capacity avoids regrowth). An append whose chunks all belong to new documents
+// (what MemoryBank::add produces) extends the document map by its tail; otherwise the map is rebuilt. Not thread-safe; all copies go through the
 // compute stream of the CudaResources it was created with, which must outlive it.
 #pragma once
 
@@ -70,6 +71,9 @@ class DeviceRoutingIndex {
                       const float* scales, const char* fn) const;
   Status reserve_rows(int64_t n_total);
   Status rebuild_csr(int64_t n_documents);
+  // After chunk_doc_ grew by n_new entries from first_chunk: appends to the device map when the new chunks all
+  // belong to new documents (an add), else rebuild_csr().
+  Status extend_csr(int64_t first_chunk, int64_t n_new, int64_t n_documents);
   Status commit_append(const int32_t* chunk_doc, int64_t n_chunks, int64_t n_documents);
 
   CudaResources* res_ = nullptr;

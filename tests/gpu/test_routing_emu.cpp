@@ -1,4 +1,5 @@
-// The routing-tier CUDA kernels (cuda/routing_kernels.cuh, topk.cuh, page_gather.cuh) compiled as host C++ and
+// The routing-tier CUDA kernels (cuda/routing_kernels.cuh, topk.cuh, page_gather.cuh) and the document-map
+// helpers of kernel_compat.cuh (build / extend) compiled as host C++ and
 // run under the CPU emulation of CUDA thread blocks of emu/block_emulator.h (cooperative fibers: every thread
 // of a block runs to its next barrier; shared memory is poisoned with 0xff bytes before each block, so reading
 // a byte the kernel did not write shows up as NaN / garbage in the results), against the CPU
@@ -374,10 +375,54 @@ void test_int8_convert() {
   std::printf("int8 -> f32 conversion of the scan: 1024 words, %s\n", bad == 0 ? "exact" : "FAIL");
 }
 
+// DeviceRoutingIndex's append path: the document map extended by its tail (kern::extend_doc_csr) equals the map
+// built whole (kern::build_doc_csr), for appended chunks of new documents in any order; a chunk of an earlier
+// document is refused (the index then rebuilds).
+void test_extend_csr() {
+  std::mt19937 rng(4242);
+  int cases = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t old_docs = std::uniform_int_distribution<int64_t>(0, 30)(rng);
+    const int64_t new_docs = std::uniform_int_distribution<int64_t>(0, 30)(rng);
+    const int64_t n_docs = old_docs + new_docs;
+    std::vector<int32_t> chunk_doc;
+    const int64_t n_old = old_docs == 0 ? 0 : std::uniform_int_distribution<int64_t>(0, 120)(rng);
+    for (int64_t c = 0; c < n_old; ++c) {
+      chunk_doc.push_back(static_cast<int32_t>(std::uniform_int_distribution<int64_t>(0, old_docs - 1)(rng)));
+    }
+    const int64_t n_new = new_docs == 0 ? 0 : std::uniform_int_distribution<int64_t>(0, 120)(rng);
+    std::vector<int32_t> fresh;
+    for (int64_t c = 0; c < n_new; ++c) {
+      fresh.push_back(static_cast<int32_t>(std::uniform_int_distribution<int64_t>(old_docs, n_docs - 1)(rng)));
+    }
+    std::vector<int32_t> off_old, ch_old, off_all, ch_all, off_tail, ch_tail;
+    kern::build_doc_csr(chunk_doc, old_docs, &off_old, &ch_old);
+    chunk_doc.insert(chunk_doc.end(), fresh.begin(), fresh.end());
+    kern::build_doc_csr(chunk_doc, n_docs, &off_all, &ch_all);
+    if (!kern::extend_doc_csr(fresh.data(), n_new, n_old, old_docs, n_docs, &off_tail, &ch_tail)) {
+      fail("extend_doc_csr refused an append of new documents (trial " + std::to_string(trial) + ")");
+      continue;
+    }
+    off_old.insert(off_old.end(), off_tail.begin(), off_tail.end());
+    ch_old.insert(ch_old.end(), ch_tail.begin(), ch_tail.end());
+    if (off_old != off_all || ch_old != ch_all) fail("extended document map differs (trial " + std::to_string(trial) + ")");
+    ++cases;
+    if (old_docs > 0 && n_new > 0) {
+      std::vector<int32_t> bad = fresh;
+      bad[bad.size() / 2] = static_cast<int32_t>(old_docs - 1);  // a chunk of an earlier document
+      if (kern::extend_doc_csr(bad.data(), n_new, n_old, old_docs, n_docs, &off_tail, &ch_tail)) {
+        fail("extend_doc_csr accepted a chunk of an earlier document");
+      }
+    }
+  }
+  std::printf("document map extended by its tail vs built whole: %d cases\n", cases);
+}
+
 }  // namespace
 
 int main() {
   test_int8_convert();
+  test_extend_csr();
   test_scan();
   test_topk_specials();
   test_decode();
