@@ -210,6 +210,19 @@ inline std::vector<uint32_t> doc_id_ranks(const uint64_t* ids, int64_t n) {
   return ranks;
 }
 
+// doc_id_ranks of ids[0, old_n + n_new) from the ranks of the first old_n (unchanged) when every new id exceeds
+// old_max, the largest old id (what an add with fresh ids produces): the old ranks stay, tail receives the new
+// documents' ranks. False, tail untouched, when some new id is not above old_max: rank everything again.
+inline bool extend_id_ranks(const uint64_t* new_ids, int64_t n_new, int64_t old_n, uint64_t old_max,
+                            std::vector<uint32_t>* tail) {
+  for (int64_t i = 0; i < n_new && old_n > 0; ++i) {
+    if (new_ids[i] <= old_max) return false;
+  }
+  *tail = doc_id_ranks(new_ids, n_new);
+  for (uint32_t& r : *tail) r += static_cast<uint32_t>(old_n);
+  return true;
+}
+
 // Launch plans of the elementwise kernels (ops_elementwise_kernels.cuh, backend_kernels.cuh).
 inline constexpr int kEltThreads = 256;  // threads of the grid-stride and one-block-per-row kernels
 

@@ -35,8 +35,14 @@ Status DeviceDocSet::set(const uint64_t* ids, const uint8_t* removed, int64_t n)
   if (n > 0 && ids == nullptr) return Error(StatusCode::kInvalidArgument, "DeviceDocSet::set: ids is null");
   MSA_RETURN_IF_ERROR(res_->make_current());
   try {
-    std::vector<uint64_t> new_ids(ids, ids + n);
-    const std::vector<uint32_t> ranks = kern::doc_id_ranks(ids, n);
+    // The set grown by documents with fresh ids (an add): the earlier ranks stay, only the new ones are computed
+    // and copied. Anything else ranks every document again.
+    const int64_t old_n = static_cast<int64_t>(ids_.size());
+    std::vector<uint32_t> ranks;
+    bool tail_only = n >= old_n && old_n > 0 && std::equal(ids_.begin(), ids_.end(), ids) &&
+                     kern::extend_id_ranks(ids + old_n, n - old_n, old_n, max_id_, &ranks);
+    if (!tail_only) ranks = kern::doc_id_ranks(ids, n);
+    const int64_t first = tail_only ? old_n : 0;
     std::vector<uint8_t> rem(static_cast<size_t>(n), 0);
     int64_t live = n;
     if (removed != nullptr) {
@@ -45,17 +51,30 @@ Status DeviceDocSet::set(const uint64_t* ids, const uint8_t* removed, int64_t n)
         live -= rem[static_cast<size_t>(i)];
       }
     }
+    uint64_t max_id = tail_only ? max_id_ : 0;
+    for (int64_t i = first; i < n; ++i) max_id = std::max(max_id, ids[i]);
     cudaStream_t s = res_->stream();
     MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));  // a queued top-k may still read the old set
-    MSA_RETURN_IF_ERROR(ranks_.reserve(std::max<size_t>(1, ranks.size()) * sizeof(uint32_t)));
+    const size_t need = std::max<size_t>(1, static_cast<size_t>(n)) * sizeof(uint32_t);
+    if (tail_only) {
+      if (need > ranks_.capacity()) {
+        MSA_RETURN_IF_ERROR(ranks_.grow_preserve(std::max(need, ranks_.capacity() + ranks_.capacity() / 2),
+                                                 static_cast<size_t>(old_n) * sizeof(uint32_t), s));
+      }
+    } else {
+      MSA_RETURN_IF_ERROR(ranks_.reserve(need));
+    }
     MSA_RETURN_IF_ERROR(removed_.reserve(std::max<size_t>(1, rem.size())));
+    if (!ranks.empty()) {
+      MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ranks_.as<uint32_t>() + first, ranks.data(),
+                                               ranks.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, s));
+    }
     if (n > 0) {
-      MSA_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(ranks_.data(), ranks.data(), ranks.size() * sizeof(uint32_t), cudaMemcpyHostToDevice, s));
       MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(removed_.data(), rem.data(), rem.size(), cudaMemcpyHostToDevice, s));
     }
     MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
-    ids_ = std::move(new_ids);
+    ids_.assign(ids, ids + n);
+    max_id_ = max_id;
     n_live_ = live;
   } catch (const std::bad_alloc&) {
     return Error(StatusCode::kOutOfMemory, "DeviceDocSet::set: out of host memory");

@@ -25,7 +25,9 @@ class DeviceDocSet {
  public:
   static Status create(CudaResources* res, std::unique_ptr<DeviceDocSet>* out);
   // Replaces the set: n documents, ids[i] (unique) and removed[i] (non-zero: tombstoned; may be null: none).
-  // Errors: kInvalidArgument (null ids with n > 0, n < 0 or >= 2^31), kOutOfMemory. Synchronises.
+  // When the set only grew by documents whose ids exceed every earlier id (an add), only their ranks are
+  // computed and copied (the tombstone flags always are). Errors: kInvalidArgument (null ids with n > 0, n < 0
+  // or >= 2^31), kOutOfMemory. Synchronises.
   Status set(const uint64_t* ids, const uint8_t* removed, int64_t n);
   // From a bank (call under its lock_shared() when others may add).
   Status set_from_bank(const MemoryBank& bank);
@@ -41,6 +43,7 @@ class DeviceDocSet {
   DeviceDocSet() = default;
   CudaResources* res_ = nullptr;
   std::vector<uint64_t> ids_;
+  uint64_t max_id_ = 0;  // the largest of ids_ (0 when empty)
   int64_t n_live_ = 0;
   DeviceBuffer ranks_, removed_;
 };

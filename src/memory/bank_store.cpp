@@ -316,7 +316,9 @@ Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8
   const size_t plane_end[4] = {l.k_rows + nr * rb, l.k_scales + nr * sb, l.v_rows + nr * rb, l.v_scales + nr * sb};
   const size_t next_plane[4] = {l.k_scales, l.v_rows, l.v_scales, l.bytes};
   for (int i = 0; i < 4; ++i) std::memset(dst + plane_end[i], 0, next_plane[i] - plane_end[i]);
-  auto oom = [] { return Error(StatusCode::kOutOfMemory, "memory stage: out of memory decompressing a content frame"); };
+  auto oom = [] {
+    return Error(StatusCode::kOutOfMemory, "memory stage: out of memory decompressing a content frame");
+  };
   // One zstd context per thread, kept across calls (creating one costs more than decompressing a small frame);
   // its buffer is given back past 4 MiB.
   auto stage_one = [&](size_t i, size_t row) -> Status {

@@ -405,7 +405,9 @@ void test_extend_csr() {
     }
     off_old.insert(off_old.end(), off_tail.begin(), off_tail.end());
     ch_old.insert(ch_old.end(), ch_tail.begin(), ch_tail.end());
-    if (off_old != off_all || ch_old != ch_all) fail("extended document map differs (trial " + std::to_string(trial) + ")");
+    if (off_old != off_all || ch_old != ch_all) {
+      fail("extended document map differs (trial " + std::to_string(trial) + ")");
+    }
     ++cases;
     if (old_docs > 0 && n_new > 0) {
       std::vector<int32_t> bad = fresh;
@@ -416,6 +418,35 @@ void test_extend_csr() {
     }
   }
   std::printf("document map extended by its tail vs built whole: %d cases\n", cases);
+  // DeviceDocSet's add path: the id ranks extended by the new documents' equal the ranks of all of them when
+  // every new id is above the old ones; otherwise extend_id_ranks refuses.
+  int rank_cases = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t old_n = std::uniform_int_distribution<int64_t>(0, 40)(rng);
+    const int64_t n_new = std::uniform_int_distribution<int64_t>(0, 40)(rng);
+    std::vector<uint64_t> ids;
+    for (int64_t i = 0; i < old_n; ++i) ids.push_back(std::uniform_int_distribution<uint64_t>(0, 1000)(rng) * 64 + i);
+    const uint64_t old_max = ids.empty() ? 0 : *std::max_element(ids.begin(), ids.end());
+    for (int64_t i = 0; i < n_new; ++i) {
+      ids.push_back(old_max + 1 + std::uniform_int_distribution<uint64_t>(0, 999)(rng) * 64 + static_cast<uint64_t>(i));
+    }
+    std::vector<uint32_t> ranks = kern::doc_id_ranks(ids.data(), old_n), tail;
+    if (!kern::extend_id_ranks(ids.data() + old_n, n_new, old_n, old_max, &tail)) {
+      fail("extend_id_ranks refused fresh ids (trial " + std::to_string(trial) + ")");
+      continue;
+    }
+    ranks.insert(ranks.end(), tail.begin(), tail.end());
+    if (ranks != kern::doc_id_ranks(ids.data(), old_n + n_new)) fail("extended id ranks differ");
+    ++rank_cases;
+    if (old_n > 0 && n_new > 0) {
+      std::vector<uint64_t> bad(ids.begin() + old_n, ids.end());
+      bad.back() = old_max;  // not above the old ids
+      if (kern::extend_id_ranks(bad.data(), n_new, old_n, old_max, &tail)) {
+        fail("extend_id_ranks accepted an old-range id");
+      }
+    }
+  }
+  std::printf("document id ranks extended vs ranked whole: %d cases\n", rank_cases);
 }
 
 }  // namespace

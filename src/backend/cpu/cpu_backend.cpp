@@ -405,7 +405,9 @@ Status CpuBackend::upload_routing_index(const RoutingIndexView& host, std::uniqu
 
 Status CpuBackend::update_routing_index(const RoutingIndexView& host, ResidentRoutingIndex* index) {
   auto* ci = dynamic_cast<CpuRoutingIndex*>(index);
-  if (ci == nullptr) return Error(StatusCode::kInvalidArgument, "update_routing_index: the index is not resident on ", name());
+  if (ci == nullptr) {
+    return Error(StatusCode::kInvalidArgument, "update_routing_index: the index is not resident on ", name());
+  }
   const RoutingIndexView& v = ci->view;
   MSA_RETURN_IF_ERROR(check_routing_update(host, v.dtype, v.n_kv_heads, v.head_dim, v.n_chunks, v.n_documents,
                                            "update_routing_index"));
