@@ -229,9 +229,8 @@ Status CudaBackend::upload(void* dst, const void* src, size_t bytes) {
 // Pinned staging: the DMA is queued on the compute stream and the host goes on issuing the ops that use it (the
 // caller keeps src unchanged until its next download/synchronize). Anything else takes upload()'s path.
 Status CudaBackend::upload_staged(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0) return Status::Ok();
-  if (dst == nullptr || src == nullptr) return Error(StatusCode::kInvalidArgument, "cuda upload: null pointer");
-  if (!is_pinned_host(src)) return upload(dst, src, bytes);
+  // upload() also answers bytes == 0 and null pointers.
+  if (bytes == 0 || dst == nullptr || src == nullptr || !is_pinned_host(src)) return upload(dst, src, bytes);
   MSA_CUDA_LOCK();
   MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
   return Status::Ok();

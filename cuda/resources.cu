@@ -104,6 +104,11 @@ Status DeviceBuffer::grow_preserve(size_t bytes, size_t keep, cudaStream_t s) {
   return Status::Ok();
 }
 
+Status DeviceBuffer::grow_geometric(size_t bytes, size_t keep, cudaStream_t s) {
+  if (bytes <= bytes_ && p_ != nullptr) return Status::Ok();
+  return grow_preserve(bytes > bytes_ + bytes_ / 2 ? bytes : bytes_ + bytes_ / 2, keep, s);
+}
+
 PinnedBuffer::~PinnedBuffer() {
   if (p_) cudaFreeHost(p_);
 }

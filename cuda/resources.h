@@ -71,6 +71,9 @@ class DeviceBuffer {
   Status reserve_after(size_t bytes, cudaStream_t s);
   // At least `bytes` bytes, the first `keep` bytes preserved.
   Status grow_preserve(size_t bytes, size_t keep, cudaStream_t s);
+  // As grow_preserve(), for a buffer that keeps growing by appends: when it must reallocate, it takes at least
+  // half again its capacity, so n appends reallocate O(log n) times.
+  Status grow_geometric(size_t bytes, size_t keep, cudaStream_t s);
   void* data() const { return p_; }
   size_t capacity() const { return bytes_; }
   template <typename T>

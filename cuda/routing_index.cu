@@ -190,13 +190,9 @@ Status DeviceRoutingIndex::extend_csr(int64_t first_chunk, int64_t n_new, int64_
   cudaStream_t s = res_->stream();
   const size_t old_offsets = static_cast<size_t>(n_documents_ + 1) * sizeof(int32_t);
   const size_t old_chunks = static_cast<size_t>(first_chunk) * sizeof(int32_t);
-  // Grown by half at a time, earlier entries kept (scans queued on the stream read only those).
-  auto grow = [&](DeviceBuffer* b, size_t need, size_t keep) -> Status {
-    if (need <= b->capacity()) return Status::Ok();
-    return b->grow_preserve(std::max(need, b->capacity() + b->capacity() / 2), keep, s);
-  };
-  MSA_RETURN_IF_ERROR(grow(&offsets_, old_offsets + off_tail.size() * sizeof(int32_t), old_offsets));
-  MSA_RETURN_IF_ERROR(grow(&doc_chunks_, old_chunks + chunks_tail.size() * sizeof(int32_t), old_chunks));
+  // Earlier entries kept (scans queued on the stream read only those).
+  MSA_RETURN_IF_ERROR(offsets_.grow_geometric(old_offsets + off_tail.size() * sizeof(int32_t), old_offsets, s));
+  MSA_RETURN_IF_ERROR(doc_chunks_.grow_geometric(old_chunks + chunks_tail.size() * sizeof(int32_t), old_chunks, s));
   if (!off_tail.empty()) {
     MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(offsets_.as<uint8_t>() + old_offsets, off_tail.data(),
                                              off_tail.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));

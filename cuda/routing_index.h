@@ -9,8 +9,9 @@
 //
 // Rows are appended from host arrays in the RoutingIndex layout or from device memory. Storage grows
 // geometrically (create() with a capacity avoids regrowth). An append whose chunks all belong to new documents
-// (what MemoryBank::add produces) extends the document map by its tail; otherwise the map is rebuilt. Not thread-safe; all copies go through the
-// compute stream of the CudaResources it was created with, which must outlive it.
+// (what MemoryBank::add produces) extends the document map by its tail; otherwise the map is rebuilt. Not
+// thread-safe; all copies go through the compute stream of the CudaResources it was created with, which must
+// outlive it.
 #pragma once
 
 #include <cstdint>

@@ -56,14 +56,8 @@ Status DeviceDocSet::set(const uint64_t* ids, const uint8_t* removed, int64_t n)
     cudaStream_t s = res_->stream();
     MSA_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));  // a queued top-k may still read the old set
     const size_t need = std::max<size_t>(1, static_cast<size_t>(n)) * sizeof(uint32_t);
-    if (tail_only) {
-      if (need > ranks_.capacity()) {
-        MSA_RETURN_IF_ERROR(ranks_.grow_preserve(std::max(need, ranks_.capacity() + ranks_.capacity() / 2),
-                                                 static_cast<size_t>(old_n) * sizeof(uint32_t), s));
-      }
-    } else {
-      MSA_RETURN_IF_ERROR(ranks_.reserve(need));
-    }
+    MSA_RETURN_IF_ERROR(tail_only ? ranks_.grow_geometric(need, static_cast<size_t>(old_n) * sizeof(uint32_t), s)
+                                  : ranks_.reserve(need));
     MSA_RETURN_IF_ERROR(removed_.reserve(std::max<size_t>(1, rem.size())));
     if (!ranks.empty()) {
       MSA_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ranks_.as<uint32_t>() + first, ranks.data(),

@@ -332,14 +332,6 @@ Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8
     scratch.trim(size_t{4} << 20);
     return st;
   };
-  if (pool == nullptr || pool->size() < 2 || n < 2) {
-    size_t row = 0;
-    for (size_t i = 0; i < n; ++i) {
-      MSA_RETURN_IF_ERROR(stage_one(i, row));
-      row += static_cast<size_t>(docs_[static_cast<size_t>(indices[i])].n_chunks);
-    }
-    return Status::Ok();
-  }
   // Documents are independent (disjoint rows in every plane): each starts at its own first row.
   std::vector<size_t> first_row;
   std::vector<Status> st;
@@ -353,6 +345,10 @@ Status MemoryBank::stage_pages(int slot, const int64_t* indices, size_t n, uint8
   for (size_t i = 0; i < n; ++i) {
     first_row[i] = row;
     row += static_cast<size_t>(docs_[static_cast<size_t>(indices[i])].n_chunks);
+  }
+  if (pool == nullptr || pool->size() < 2 || n < 2) {
+    for (size_t i = 0; i < n; ++i) MSA_RETURN_IF_ERROR(stage_one(i, first_row[i]));
+    return Status::Ok();
   }
   pool->parallel_for(static_cast<int64_t>(n), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {

@@ -386,7 +386,8 @@ class MemoryBank {
     size_t bytes[4] = {};
   };
   Status ram_parts_locked(int slot, int64_t index, RamParts* out) const;
-  // Stages document indices[i]'s raw pages at row `row` of layout l (stage_pages' body for one document).
+  // Stages the raw pages of document `index` at row `row` of layout l into dst (stage_pages' body for one
+  // document).
   Status stage_document_locked(int slot, int64_t index, const StagedPagesLayout& l, size_t row, uint8_t* dst,
                                bankfmt::FrameScratch* scratch) const;
   void compact_in_ram_locked();

@@ -820,21 +820,30 @@ TEST_CASE("last_layer stops the forward after that layer", "[forward]") {
   REQUIRE(forward(m->weights(), b, &full_kv, o, &ws, nullptr, 0).ok());
   REQUIRE(all.layers == std::vector<int>{0, 1, 2});
   const std::vector<HostKV> full_rows = host_kv(full_kv);
+  // A context holding `prior` (its rows returned), and the options of an early stop after layer `last`
+  // recorded by `rec`, keep_kv off.
+  auto primed = [&](KVContext* c) {
+    c->init(m->cfg, m->backend());
+    run(*m, c, prior, iota_positions(4));
+    return host_kv(*c);
+  };
+  auto early_stop = [&](RecordingObserver* rec, int last) {
+    rec->hidden = m->cfg.hidden_size;
+    ForwardOptions o;
+    o.logits = LogitsMode::kNone;
+    o.observer = rec;
+    o.last_layer = last;
+    o.keep_kv = false;
+    return o;
+  };
 
   for (int last = 0; last < 2; ++last) {
     INFO("last_layer " << last);
     // keep_kv = false: only layers 0..last run, with the same activations, and the context is unchanged.
     KVContext kv;
-    kv.init(m->cfg, m->backend());
-    run(*m, &kv, prior, iota_positions(4));
-    const std::vector<HostKV> before = host_kv(kv);
+    const std::vector<HostKV> before = primed(&kv);
     RecordingObserver rec(m->backend());
-    rec.hidden = m->cfg.hidden_size;
-    ForwardOptions ol;
-    ol.logits = LogitsMode::kNone;
-    ol.observer = &rec;
-    ol.last_layer = last;
-    ol.keep_kv = false;
+    ForwardOptions ol = early_stop(&rec, last);
     REQUIRE(forward(m->weights(), b, &kv, ol, &ws, nullptr, 0).ok());
     REQUIRE(rec.calls == last + 1);
     REQUIRE(rec.after.size() == static_cast<size_t>(last + 1));
@@ -900,17 +909,10 @@ TEST_CASE("last_layer stops the forward after that layer", "[forward]") {
   for (int last = 0; last < static_cast<int>(n_layers); ++last) {
     INFO("stop_before_attention at layer " << last);
     KVContext skv;
-    skv.init(m->cfg, m->backend());
-    run(*m, &skv, prior, iota_positions(4));
-    const std::vector<HostKV> before = host_kv(skv);
+    const std::vector<HostKV> before = primed(&skv);
     RecordingObserver rec(m->backend());
-    rec.hidden = m->cfg.hidden_size;
-    ForwardOptions os;
-    os.logits = LogitsMode::kNone;
-    os.observer = &rec;
-    os.last_layer = last;
+    ForwardOptions os = early_stop(&rec, last);
     os.stop_before_attention = true;
-    os.keep_kv = false;
     REQUIRE(forward(m->weights(), b, &skv, os, &ws, nullptr, 0).ok());
     REQUIRE(rec.calls == last + 1);
     REQUIRE(rec.after.size() == static_cast<size_t>(last));

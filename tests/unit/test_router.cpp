@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/routing_scan.h"
 #include "backend/cpu/score_kernels.h"
+#include "backend/registry.h"
 #include "backend/routing_types.h"
 #include "core/thread_pool.h"
-#include "backend/backend.h"
-#include "backend/registry.h"
 #include "engine/resident_bank.h"
 #include "memory/memory_bank.h"
 #include "memory/page_codec.h"
@@ -497,7 +497,6 @@ Docs docs_with_ids(std::vector<uint64_t> ids, std::vector<uint8_t> removed = {})
   return d;
 }
 
-// A bank whose documents have the given ids (one chunk each, width 2).
 // Appends one single-chunk document per id, keys (key, -key) with key growing by 0.125 per document.
 void add_docs(msa::MemoryBank* bank, const std::vector<uint64_t>& ids, float* key) {
   std::vector<msa::DocumentRecord> docs;
@@ -517,6 +516,8 @@ void add_docs(msa::MemoryBank* bank, const std::vector<uint64_t>& ids, float* ke
   REQUIRE(bank->add(docs, pooled).ok());
 }
 
+// A bank of page dtype `dtype` whose documents have the given ids (one chunk each, width 2); key_out (may be
+// null): the last key, for add_docs to continue from.
 std::unique_ptr<msa::MemoryBank> bank_with_ids(const std::vector<uint64_t>& ids, PageDType dtype = PageDType::kF32,
                                                float* key_out = nullptr) {
   msa::ModelConfig cfg;
